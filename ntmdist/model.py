@@ -1,0 +1,187 @@
+r"""The NTM module: builds trajectory distributions, its training loss, likelihood bounds and
+samplers.
+
+Training minimises the trajectory NLL of forward trajectories of the data (all steps in one
+batched pass). For level-0 data the forward chain :math:`q(x_{t_1:t_T} | x_{t_0})` is a
+variational posterior:
+
+.. math:: \mathrm{ELBO}(x) = E_q[\log p(x_{t_0:t_T}) - \log q(x_{t_1:t_T} | x_{t_0})], \quad
+          \mathrm{IWAE}_K(x) = E\big[\log \tfrac1K \textstyle\sum_k w_k\big]
+          \leq \log p(x_{t_0} = x) .
+
+References:
+    | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
+    | Importance Weighted Autoencoders (Burda et al., 2015), arXiv 1509.00519
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .predictor import MLPPredictor
+from .schedule import Schedule
+from .trajectory import TrajectoryDistribution
+from .transforms import MaskedAutoregressive
+from .transporter import Transporter
+
+__all__ = ["NTM"]
+
+
+class NTM(nn.Module):
+    r"""Normalizing Trajectory Model over events of shape ``event_shape``.
+
+    Arguments:
+        event_shape: Shape of one example, e.g. ``(2,)``.
+        schedule: The time grid (``Schedule(steps=4)`` by default).
+        transporter: ``"auto"`` (two spline autoregressive blocks for vectors), ``None`` for the
+            identity (Gaussian reverse steps), a :class:`Transporter`, or a list of lazy blocks
+            (ntmdist, zuko or nflows) that accept a 32-feature time context.
+        predictor: A predictor module (``MLPPredictor`` by default).
+        classes: Number of classes for class-conditional models.
+        step_flow: ``None``, ``"auto"`` (a spline autoregressive bijector per step conditioned on
+            predictor features of :math:`x_t`), or a lazy bijector taking the predictor's extra
+            output as context.
+
+    Example:
+        >>> model = NTM(event_shape=(2,), schedule=Schedule(steps=4))
+        >>> dist = model()
+        >>> traj = dist.sample((3,))
+        >>> traj.shape, dist.log_prob(traj).shape
+        (torch.Size([3, 5, 2]), torch.Size([3]))
+    """
+
+    def __init__(
+        self, event_shape: tuple[int, ...], schedule: Schedule | None = None,
+        transporter: str | nn.Module | list[nn.Module] | None = "auto",
+        predictor: nn.Module | None = None, classes: int | None = None,
+        step_flow: str | nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.event_shape = torch.Size(event_shape)
+        if len(self.event_shape) == 0 or any(d < 1 for d in self.event_shape):
+            raise ValueError(f"event_shape must be a non-empty shape, got {tuple(event_shape)}")
+        self.schedule = Schedule() if schedule is None else schedule
+        self.classes = classes
+        vector = len(self.event_shape) == 1
+        features = self.event_shape.numel()
+        if transporter == "auto":
+            if not vector:
+                raise ValueError("default networks exist for vectors (D,); pass transporter=")
+            transporter = Transporter.default(features)
+        elif transporter is None:
+            transporter = Transporter(event_dim=len(self.event_shape))
+        elif isinstance(transporter, (list, tuple)):
+            transporter = Transporter(transporter, event_dim=len(self.event_shape))
+        if not isinstance(transporter, Transporter):
+            raise TypeError("transporter must be 'auto', None, a Transporter or a list of blocks")
+        self.transporter = transporter
+        context = 64 if step_flow == "auto" else 0
+        if isinstance(step_flow, nn.Module):
+            context = getattr(step_flow, "context", 0)
+        if predictor is None:
+            if not vector:
+                raise ValueError("default networks exist for vectors (D,); pass predictor=")
+            predictor = MLPPredictor(features, classes=classes, step_context=context)
+        self.predictor = predictor
+        if step_flow == "auto":
+            step_flow = MaskedAutoregressive(features, context, "spline", hidden=(128, 128))
+        elif step_flow is not None and not isinstance(step_flow, nn.Module):
+            raise TypeError("step_flow must be None, 'auto' or a lazy bijector module")
+        self.step_flow = step_flow
+
+    @property
+    def features(self) -> int:
+        """Number of dimensions of one example."""
+        return self.event_shape.numel()
+
+    def _ref(self) -> Tensor:
+        return next(self.parameters())
+
+    def forward(
+        self, y: Tensor | None = None, schedule: Schedule | None = None, guidance: float = 0.0,
+        grid: Tensor | None = None,
+    ) -> TrajectoryDistribution:
+        """The trajectory distribution, conditioned on labels ``y`` (batch shape ``y.shape``)."""
+        schedule = self.schedule if schedule is None else schedule
+        grid = schedule.grid_like(self._ref()) if grid is None else grid.to(self._ref())
+        if y is not None:
+            y = torch.as_tensor(y, device=self._ref().device)
+            if self.classes is None:
+                raise ValueError("this model is unconditional (classes=None) but got labels y")
+        return TrajectoryDistribution(
+            self.transporter, self.predictor, grid, tuple(self.event_shape), y,
+            self.step_flow, guidance,
+        )
+
+    def _check_data(self, x: Tensor) -> None:
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise TypeError("data must be a floating point tensor")
+        n = len(self.event_shape)
+        if x.dim() < n + 1 or x.shape[x.dim() - n :] != self.event_shape:
+            raise ValueError(
+                f"data must have shape (batch, {', '.join(map(str, self.event_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def loss(
+        self, x0: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        r"""Mean trajectory NLL in nats per data dimension, :math:`-E[\log p(traj)] / D`,
+        on forward trajectories of ``x0`` ``(batch, *event)`` (``t_min`` drawn per example)."""
+        self._check_data(x0)
+        batch = x0.shape[: x0.dim() - len(self.event_shape)]
+        grid = self.schedule.draw_grid(batch, x0, generator)
+        traj = self.schedule.sample(x0, len(self.event_shape), generator, grid=grid)
+        return -self(y, grid=grid).log_prob(traj).mean() / self.features
+
+    def _log_weights(
+        self, x: Tensor, y: Tensor | None, particles: int, generator: torch.Generator | None
+    ) -> Tensor:
+        self._check_data(x)
+        ev = len(self.event_shape)
+        grid = self.schedule.grid_like(x)
+        xs = x.expand(particles, *x.shape)
+        traj = self.schedule.sample(xs, ev, generator, grid=grid, from_level0=True)
+        dist = self(y)
+        return dist.log_prob(traj) - self.schedule.log_prob_forward(traj, ev, grid)
+
+    def elbo(
+        self, x: Tensor, y: Tensor | None = None, particles: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """ELBO on :math:`\\log p(x_{t_0} = x)` per example, in nats (averaged over particles)."""
+        return self._log_weights(x, y, particles, generator).mean(0)
+
+    def iwae(
+        self, x: Tensor, y: Tensor | None = None, particles: int = 64,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Importance-weighted bound with ``particles`` samples, per example, in nats."""
+        lw = self._log_weights(x, y, particles, generator)
+        return torch.logsumexp(lw, 0) - math.log(particles)
+
+    def sample(
+        self, n: int, y: Tensor | None = None, guidance: float = 0.0,
+        denoise: str | None = None, generator: torch.Generator | None = None,
+        schedule: Schedule | None = None,
+    ) -> Tensor:
+        """``n`` samples of level 0, ``(n, *event)``.
+
+        ``denoise=None`` returns :math:`x_{t_0}` (T predictor steps, one transporter inversion);
+        ``"tweedie"`` the trajectory-Tweedie estimate of :math:`x_0` (one backward pass).
+        """
+        if denoise not in (None, "tweedie"):
+            raise ValueError(f"denoise must be None or 'tweedie', got {denoise!r}")
+        if y is not None:
+            y = torch.as_tensor(y, device=self._ref().device).expand(n)
+        dist = self(y, schedule=schedule, guidance=guidance)
+        shape = torch.Size(()) if y is not None else torch.Size((n,))
+        if denoise == "tweedie":
+            with torch.no_grad():
+                traj = dist.sample(shape, generator)
+            return dist.denoise(traj).detach()
+        with torch.no_grad():
+            return dist.sample_level0(shape, generator)

@@ -1,0 +1,146 @@
+r"""Plain networks: time embeddings, residual MLPs and masked (MADE) MLPs.
+
+References:
+    | Attention Is All You Need (Vaswani et al., 2017), arXiv 1706.03762 (sinusoidal embedding)
+    | MADE: Masked Autoencoder for Distribution Estimation (Germain et al., 2015), arXiv 1502.03509
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MaskedMLP", "ResidualMLP", "TimeEmbedding", "soft_clip"]
+
+
+def soft_clip(a: Tensor, bound: float) -> Tensor:
+    r"""Smooth clip to :math:`(-B, B)`: :math:`a / (1 + |a| / B)`; gradients never vanish."""
+    return a / (1 + a.abs() / bound)
+
+
+class TimeEmbedding(nn.Module):
+    r"""Sinusoidal embedding of times :math:`t \in [0, 1]`, shape ``(*,) -> (*, features)``.
+
+    :math:`e(t) = [\sin(\omega_i t), \cos(\omega_i t)]` with :math:`\omega_i` geometric in
+    :math:`[1, \omega_{max}]`.
+
+    Example:
+        >>> TimeEmbedding(8)(torch.rand(3)).shape
+        torch.Size([3, 8])
+    """
+
+    def __init__(self, features: int = 32, max_frequency: float = 1000.0) -> None:
+        super().__init__()
+        if features < 2 or features % 2:
+            raise ValueError(f"features must be an even integer >= 2, got {features}")
+        self.features = features
+        freqs = torch.exp(torch.linspace(0.0, math.log(max_frequency), features // 2))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, t: Tensor) -> Tensor:
+        angle = t[..., None] * self.freqs.to(t)
+        return torch.cat([angle.sin(), angle.cos()], dim=-1)
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.lin1 = nn.Linear(width, width)
+        self.lin2 = nn.Linear(width, width)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.lin2(nn.functional.silu(self.lin1(nn.functional.silu(self.norm(h)))))
+
+
+class ResidualMLP(nn.Module):
+    r"""Residual MLP ``(*, in) -> (*, out)``: input projection, ``depth`` pre-norm residual blocks
+    of width ``width``, output projection (zero-initialised when ``zero_init``).
+
+    Example:
+        >>> ResidualMLP(3, 2, width=16, depth=2)(torch.randn(5, 3)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, width: int = 256, depth: int = 4,
+        zero_init: bool = True,
+    ) -> None:
+        super().__init__()
+        self.inp = nn.Linear(in_features, width)
+        self.blocks = nn.Sequential(*(_Block(width) for _ in range(depth)))
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, out_features)
+        if zero_init:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The last hidden layer ``(*, width)``."""
+        return nn.functional.silu(self.norm(self.blocks(self.inp(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.features(x))
+
+
+class _MaskedLinear(nn.Linear):
+    def __init__(self, mask: Tensor) -> None:
+        super().__init__(mask.shape[1], mask.shape[0])
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+class MaskedMLP(nn.Module):
+    r"""MADE hyper-network: ``(*, D + C) -> (*, D, P)`` with output ``i`` depending only on inputs
+    ``j`` that come before ``i`` in ``order`` and on all ``C`` context features.
+
+    Hidden unit degrees cycle through :math:`0..D-1`; input of rank :math:`r` feeds hidden units of
+    degree :math:`\geq r`; output of rank :math:`r` reads hidden units of degree :math:`< r`
+    (ranks start at 1, degree 0 sees only the context).
+
+    Arguments:
+        features: :math:`D`.
+        context: :math:`C`.
+        params: :math:`P` parameters per feature.
+        order: A permutation of ``range(D)``; ``order[0]`` is transformed first.
+        hidden: Hidden widths.
+        zero_init: Zero-initialise the output layer (the block starts as a fixed point).
+    """
+
+    def __init__(
+        self, features: int, context: int, params: int, order: Tensor | None = None,
+        hidden: tuple[int, ...] = (128, 128), zero_init: bool = True,
+    ) -> None:
+        super().__init__()
+        order = torch.arange(features) if order is None else torch.as_tensor(order)
+        if sorted(order.tolist()) != list(range(features)):
+            raise ValueError(f"order must be a permutation of range({features})")
+        rank = torch.empty(features, dtype=torch.long)
+        rank[order] = torch.arange(1, features + 1)
+        self.register_buffer("rank", rank, persistent=False)
+        self.features, self.context, self.params = features, context, params
+        in_deg = torch.cat([rank, torch.zeros(context, dtype=torch.long)])
+        layers: list[nn.Module] = []
+        prev = in_deg
+        for width in hidden:
+            deg = torch.arange(width) % features
+            layers += [_MaskedLinear(deg[:, None] >= prev[None, :]), nn.SiLU()]
+            prev = deg
+        out_deg = rank.repeat_interleave(params)
+        self.out = _MaskedLinear(out_deg[:, None] > prev[None, :])
+        if zero_init:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+        self.hidden = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        if self.context:
+            if c is None:
+                raise ValueError(f"this network expects a context of {self.context} features")
+            batch = torch.broadcast_shapes(x.shape[:-1], c.shape[:-1])
+            x = torch.cat([x.expand(*batch, -1), c.expand(*batch, -1)], dim=-1)
+        return self.out(self.hidden(x)).unflatten(-1, (self.features, self.params))

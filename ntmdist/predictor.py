@@ -1,0 +1,93 @@
+r"""The shared predictor :math:`P(u_t, t, s, y) \to (\mu, \log \sigma)` of every reverse step.
+
+One deep network serves all steps: it sees the noisier level :math:`u_t = f(x_t, t)`, the times
+:math:`t > s` (sinusoidal embeddings) and an optional class label :math:`y`. The default mean is in
+posterior form, as the Gaussian reverse posterior of flow matching,
+
+.. math:: \mu = A(s, t) u_t + B(s, t) \hat x_0, \qquad
+          \log \sigma = \mathrm{softclip}(\tfrac12 \log(C(s,t)^2 + \sigma_{min}^2) + \delta),
+
+with :math:`(\hat x_0, \delta)` from a residual MLP; at zero output the step is the Gaussian
+posterior of a model that predicts :math:`\hat x_0 = 0`.
+
+A predictor may return a third output: features that condition a per-step bijector (DESIGN
+section 4). Any module with ``forward(u_t, t, s, y)`` returning ``(mu, log_sigma)`` or
+``(mu, log_sigma, h)`` can replace it; ``t`` and ``s`` have shape ``u_t.shape[:1]``.
+
+References:
+    | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .nets import ResidualMLP, TimeEmbedding, soft_clip
+from .schedule import posterior_coefficients
+
+__all__ = ["MLPPredictor"]
+
+
+class MLPPredictor(nn.Module):
+    r"""Residual-MLP predictor for vectors ``(N, D)``.
+
+    Arguments:
+        features: :math:`D`.
+        classes: Number of classes (labels ``0..classes-1``; ``None`` or label ``classes`` is the
+            null label used for classifier-free guidance), or ``None`` for unconditional.
+        width: Width of the residual MLP.
+        depth: Number of residual blocks.
+        embedding: Size of each time embedding.
+        step_context: Size of the extra output ``h`` that conditions per-step bijectors (0: none).
+        sigma_min: Floor :math:`\sigma_{min}` inside the posterior scale.
+        log_sigma_bound: Soft bound on :math:`|\log \sigma|`.
+
+    Example:
+        >>> P = MLPPredictor(2, width=32, depth=1)
+        >>> mu, log_sigma = P(torch.randn(5, 2), torch.full((5,), 0.5), torch.full((5,), 0.25))
+        >>> mu.shape, log_sigma.shape
+        (torch.Size([5, 2]), torch.Size([5, 2]))
+    """
+
+    def __init__(
+        self, features: int, classes: int | None = None, width: int = 256, depth: int = 4,
+        embedding: int = 64, step_context: int = 0, sigma_min: float = 1e-2,
+        log_sigma_bound: float = 12.0,
+    ) -> None:
+        super().__init__()
+        self.features, self.classes, self.step_context = features, classes, step_context
+        self.sigma_min, self.log_sigma_bound = sigma_min, log_sigma_bound
+        self.embed_t = TimeEmbedding(embedding)
+        self.label = nn.Embedding(classes + 1, embedding) if classes else None
+        inputs = features + 2 * embedding + (embedding if classes else 0)
+        self.net = ResidualMLP(inputs, 2 * features, width=width, depth=depth)
+        self.context_head = nn.Linear(width, step_context) if step_context else None
+
+    def labels(self, y: Tensor | None, n: int, device: torch.device) -> Tensor:
+        """Labels ``(n,)`` with ``None`` mapped to the null label."""
+        if y is None:
+            return torch.full((n,), self.classes, dtype=torch.long, device=device)
+        if y.is_floating_point():
+            raise TypeError(f"class labels must be an integer tensor, got {y.dtype}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) > self.classes):
+            raise ValueError(f"class labels must be in 0..{self.classes - 1}")
+        return y.expand(n).long()
+
+    def forward(
+        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None
+    ) -> tuple[Tensor, ...]:
+        parts = [u_t, self.embed_t(t), self.embed_t(s)]
+        if self.label is not None:
+            parts.append(self.label(self.labels(y, u_t.shape[0], u_t.device)))
+        elif y is not None:
+            raise ValueError("this predictor is unconditional (classes=None) but got labels y")
+        h = self.net.features(torch.cat(parts, dim=-1))
+        x0, delta = self.net.out(h).chunk(2, dim=-1)
+        a, b, c = (v[:, None] for v in posterior_coefficients(s, t))
+        mu = a * u_t + b * x0
+        base = 0.5 * torch.log(c**2 + self.sigma_min**2)
+        log_sigma = soft_clip(base + delta, self.log_sigma_bound)
+        if self.context_head is None:
+            return mu, log_sigma
+        return mu, log_sigma, self.context_head(h)

@@ -1,0 +1,115 @@
+r"""One reverse step :math:`p(x_s | x_t)` of an NTM: a conditional normalizing flow.
+
+.. math:: p(x_s | x_t) = N(g(x_s); \mu, \mathrm{diag}\, \sigma^2) \,
+          |\det \partial g(x_s) / \partial x_s|, \qquad (\mu, \sigma) = P(f(x_t, t), t, s, y),
+
+with :math:`g = f(\cdot, s)`, or :math:`g = h(\cdot; c) \circ f(\cdot, s)` when a per-step
+bijector :math:`h` is conditioned on predictor features :math:`c` of :math:`x_t`.
+Conditioned on :math:`x_t` it is ``TransformedDistribution(Normal(mu, sigma), g^{-1})``.
+
+References:
+    | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions import (
+    ConditionalDistribution,
+    Independent,
+    Normal,
+    TransformedDistribution,
+)
+from torch import Tensor, nn
+
+from .guidance import combine
+
+__all__ = ["ReverseStep", "predict"]
+
+
+def predict(
+    predictor: nn.Module, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None, event_dim: int,
+    guidance: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    r"""Run the predictor on inputs with any batch shape.
+
+    Arguments:
+        u_t: Noisier level in u-space, ``(*batch, *event)``.
+        t, s: Times broadcastable to ``batch``.
+        y: Labels broadcastable to ``batch`` (or ``None``).
+        guidance: Classifier-free guidance weight (0: none).
+
+    Returns:
+        ``(mu, log_sigma)`` of shape ``(*batch, *event)`` and step features ``(*batch, H)`` or
+        ``None``.
+    """
+    batch = u_t.shape[: u_t.dim() - event_dim]
+    event = u_t.shape[u_t.dim() - event_dim :]
+    n = batch.numel()
+    flat = u_t.reshape(n, *event)
+    t = t.to(u_t).expand(batch).reshape(n)
+    s = s.to(u_t).expand(batch).reshape(n)
+    if y is not None:
+        cond = y.shape[-1:] if y.is_floating_point() else ()
+        y = y.expand(*batch, *cond).reshape(n, *cond)
+    if guidance > 0:
+        if y is None:
+            raise ValueError("classifier-free guidance needs class labels y")
+        both = predictor(torch.cat([flat, flat]), torch.cat([t, t]), torch.cat([s, s]),
+                         torch.cat([y, torch.full_like(y, predictor.classes)]))
+        (mu_c, mu_u), (ls_c, ls_u) = both[0].chunk(2), both[1].chunk(2)
+        mu, log_sigma = combine(mu_c, ls_c, mu_u, ls_u, guidance)
+        h = both[2].chunk(2)[0] if len(both) > 2 else None
+    else:
+        out = predictor(flat, t, s, y)
+        mu, log_sigma = out[0], out[1]
+        h = out[2] if len(out) > 2 else None
+    h = None if h is None else h.reshape(*batch, -1)
+    return mu.reshape(u_t.shape), log_sigma.reshape(u_t.shape), h
+
+
+class ReverseStep(ConditionalDistribution):
+    r"""The reverse step :math:`p(x_s | x_t)`, a Pyro ``ConditionalDistribution``.
+
+    Arguments:
+        transporter: The level-time transporter :math:`f`.
+        predictor: The shared predictor :math:`P`.
+        s, t: Times :math:`s < t` (scalars or per-example tensors).
+        event_shape: Shape of one level.
+        y: Optional labels.
+        step_flow: Optional lazy bijector conditioned on predictor features.
+        guidance: Classifier-free guidance weight.
+
+    ``condition(x_t)`` returns a Pyro ``TransformedDistribution`` over :math:`x_s` whose transforms
+    map base -> data (``g^{-1}``).
+    """
+
+    def __init__(
+        self, transporter: nn.Module, predictor: nn.Module, s: Tensor, t: Tensor,
+        event_shape: torch.Size, y: Tensor | None = None, step_flow: nn.Module | None = None,
+        guidance: float = 0.0,
+    ) -> None:
+        self.transporter, self.predictor, self.step_flow = transporter, predictor, step_flow
+        self.s, self.t, self.y, self.guidance = s, t, y, guidance
+        self.event_shape = torch.Size(event_shape)
+
+    def __repr__(self) -> str:
+        return f"ReverseStep(s={self.s.tolist()}, t={self.t.tolist()})"
+
+    def condition(self, x_t: Tensor) -> TransformedDistribution:
+        ev = len(self.event_shape)
+        if x_t.shape[x_t.dim() - ev :] != self.event_shape:
+            raise ValueError(
+                f"x_t must have shape (*batch, {', '.join(map(str, self.event_shape))}), "
+                f"got {tuple(x_t.shape)}"
+            )
+        batch = x_t.shape[: x_t.dim() - ev]
+        t = self.t.to(x_t).expand(batch)
+        u_t = self.transporter(t)(x_t)
+        mu, log_sigma, h = predict(self.predictor, u_t, t, self.s, self.y, ev, self.guidance)
+        base = Independent(Normal(mu, log_sigma.exp()), ev)
+        transforms = []
+        if self.step_flow is not None:
+            transforms.append(self.step_flow(h).inv)
+        transforms.append(self.transporter(self.s.to(x_t).expand(batch)).inv)
+        return TransformedDistribution(base, transforms)

@@ -1,0 +1,243 @@
+r"""The distribution of a whole NTM trajectory :math:`x_{t_0:t_T}`.
+
+.. math:: \log p(x_{t_0:t_T}) = \log N(x_{t_T}; 0, I) + \sum_{k=1}^{T} \big[
+          \log N(g_k(x_{t_{k-1}}); \mu_k, \sigma_k^2)
+          + \log |\det \partial g_k / \partial x| \big],
+
+with :math:`(\mu_k, \sigma_k) = P(f(x_{t_k}, t_k), t_k, t_{k-1}, y)` and
+:math:`g_k = [h_k \circ]\, f(\cdot, t_{k-1})`. ``log_prob`` runs the transporter once over all
+levels and the predictor once over all steps, batched. Sampling stays in u-space and inverts
+the transporter once at the end.
+
+References:
+    | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch import Tensor, nn
+from torch.distributions import constraints
+
+from .schedule import trajectory_covariance
+from .step import ReverseStep, predict
+from .transforms import call_and_ladj, inverse_and_ladj
+
+__all__ = ["TrajectoryDistribution"]
+
+
+def _std_normal(v: Tensor, event_dim: int) -> Tensor:
+    lp = -0.5 * v**2 - 0.5 * math.log(2 * math.pi)
+    return lp.flatten(v.dim() - event_dim).sum(-1) if event_dim else lp
+
+
+def _normal(v: Tensor, mu: Tensor, log_sigma: Tensor, event_dim: int) -> Tensor:
+    return _std_normal((v - mu) * (-log_sigma).exp(), event_dim) - log_sigma.flatten(
+        v.dim() - event_dim
+    ).sum(-1)
+
+
+class TrajectoryDistribution(TorchDistribution):
+    r"""Distribution over trajectories ``(T+1, *event)`` of a Normalizing Trajectory Model.
+
+    A Pyro ``TorchDistribution`` (hence a ``torch.distributions.Distribution``).
+
+    Arguments:
+        transporter: Level-time transporter :math:`f`.
+        predictor: Shared predictor :math:`P`.
+        grid: Time grid ``(T+1,)`` or per example ``(*batch, T+1)``.
+        event_shape: Shape of one level.
+        y: Optional labels (``batch_shape`` is taken from them).
+        step_flow: Optional per-step bijector conditioned on predictor features.
+        guidance: Classifier-free guidance weight used when sampling and in ``log_prob``.
+        batch_shape: Explicit batch shape (broadcast with those of ``y`` and ``grid``).
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(
+        self, transporter: nn.Module, predictor: nn.Module, grid: Tensor,
+        event_shape: tuple[int, ...], y: Tensor | None = None,
+        step_flow: nn.Module | None = None, guidance: float = 0.0,
+        batch_shape: tuple[int, ...] = (), validate_args: bool | None = None,
+    ) -> None:
+        self.transporter, self.predictor, self.step_flow = transporter, predictor, step_flow
+        self.level_shape = torch.Size(event_shape)
+        self.steps_count = grid.shape[-1] - 1
+        shapes = [torch.Size(batch_shape), grid.shape[:-1]]
+        if y is not None:
+            shapes.append(y.shape[:-1] if y.is_floating_point() else y.shape)
+        batch = torch.broadcast_shapes(*shapes)
+        self.grid, self.y, self.guidance = grid, y, float(guidance)
+        super().__init__(batch, (self.steps_count + 1, *self.level_shape), validate_args)
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    @property
+    def steps(self) -> list[ReverseStep]:
+        """``steps[k-1]`` is :math:`p(x_{t_{k-1}} | x_{t_k})`, ``k = 1..T``."""
+        g = self.grid
+        return [
+            ReverseStep(self.transporter, self.predictor, g[..., k - 1], g[..., k],
+                        self.level_shape, self.y, self.step_flow, self.guidance)
+            for k in range(1, self.steps_count + 1)
+        ]
+
+    def expand(self, batch_shape: tuple[int, ...], _instance: object = None
+               ) -> TrajectoryDistribution:
+        batch_shape = torch.Size(batch_shape)
+        y = None
+        if self.y is not None:
+            y = self.y.expand(*batch_shape, *self.y.shape[len(self.batch_shape):])
+        return TrajectoryDistribution(
+            self.transporter, self.predictor, self.grid.expand(*batch_shape, -1),
+            self.level_shape, y, self.step_flow, self.guidance, batch_shape,
+            validate_args=self._validate_args,
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _check(self, value: Tensor) -> torch.Size:
+        if not torch.is_tensor(value) or not value.is_floating_point():
+            raise TypeError("a trajectory must be a floating point tensor")
+        n = len(self.event_shape)
+        if value.dim() < n or value.shape[value.dim() - n :] != self.event_shape:
+            raise ValueError(
+                f"a trajectory must have shape (*batch, {', '.join(map(str, self.event_shape))})"
+                f" = (*batch, T+1, *event), got {tuple(value.shape)}"
+            )
+        if self._validate_args and not torch.isfinite(value).all():
+            raise ValueError("the trajectory contains NaN or inf")
+        try:
+            return torch.broadcast_shapes(value.shape[: value.dim() - n], self.batch_shape)
+        except RuntimeError as e:
+            raise ValueError(
+                f"trajectory batch shape {tuple(value.shape[: value.dim() - n])} does not "
+                f"broadcast with batch_shape {tuple(self.batch_shape)}"
+            ) from e
+
+    def _times(self, shape: torch.Size, ref: Tensor) -> Tensor:
+        return self.grid.to(ref).expand(*shape, self.steps_count + 1)
+
+    def _labels(self, shape: torch.Size) -> Tensor | None:
+        if self.y is None:
+            return None
+        return self.y.expand(*shape, *self.y.shape[len(self.batch_shape):])
+
+    # -- densities -------------------------------------------------------------------------
+    def log_prob_levels(self, value: Tensor) -> Tensor:
+        r"""Per-level terms ``(*batch, T+1)``: index 0 is the prior :math:`\log N(x_{t_T}; 0, I)`,
+        index ``k`` the step :math:`\log p(x_{t_{k-1}} | x_{t_k})`. Their sum is ``log_prob``."""
+        shape = self._check(value)
+        T, ev = self.steps_count, len(self.level_shape)
+        value = value.expand(*shape, *self.event_shape)
+        grid = self._times(shape, value)
+        lead = len(shape)
+        low, top = value.narrow(lead, 0, T), value.select(lead, T)
+        u, ladj = call_and_ladj(self.transporter(grid[..., :T]), low, ev)
+        u_in = torch.cat([u.narrow(lead, 1, T - 1), top.unsqueeze(lead)], dim=lead)
+        y = self._labels(shape)
+        y = None if y is None else y.unsqueeze(lead).expand(*shape, T, *y.shape[lead:])
+        mu, log_sigma, h = predict(self.predictor, u_in, grid[..., 1:], grid[..., :-1], y, ev,
+                                   self.guidance)
+        if self.step_flow is not None:
+            u, ladj_h = call_and_ladj(self.step_flow(h), u, ev)
+            ladj = ladj + ladj_h
+        steps = _normal(u, mu, log_sigma, ev) + ladj
+        return torch.cat([_std_normal(top, ev).unsqueeze(-1), steps], dim=-1)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Exact trajectory log-likelihood, shape ``broadcast(value batch, batch_shape)``."""
+        return self.log_prob_levels(value).sum(-1)
+
+    def score(self, value: Tensor, create_graph: bool = False) -> Tensor:
+        r"""The gradient :math:`\nabla_{x_{t_0:t_T}} \log p(x_{t_0:t_T})`, shaped like ``value``.
+
+        This is the Stein score of the trajectory density, not Pyro's ``score_parts``
+        (score-function estimator terms).
+        """
+        with torch.enable_grad():
+            v = value.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.log_prob(v).sum(), v, create_graph=create_graph)
+        return g if create_graph else g.detach()
+
+    def denoise(self, value: Tensor) -> Tensor:
+        r"""Trajectory Tweedie estimate of :math:`x_0` read out at level 0, ``(*batch, *event)``.
+
+        .. math:: \hat x_0 = \Big(x_{t_0} - \sum_j S_{0j} g_j\Big) / (1 - t_0), \quad
+                  g = \nabla (-\log p(x_{t_0:t_T})) .
+        """
+        g = -self.score(value)
+        shape = torch.broadcast_shapes(value.shape[: value.dim() - len(self.event_shape)],
+                                       self.batch_shape)
+        lead = len(shape)
+        cov = trajectory_covariance(self._times(shape, g))[..., 0, :]
+        cov = cov.reshape(*cov.shape, *(1,) * len(self.level_shape))
+        correction = (cov * g).sum(lead)
+        t0 = self._times(shape, g)[..., 0].reshape(*shape, *(1,) * len(self.level_shape))
+        return (value.expand_as(g).select(lead, 0) - correction) / (1 - t0)
+
+    # -- sampling --------------------------------------------------------------------------
+    def _u_chain(
+        self, sample_shape: torch.Size, generator: torch.Generator | None
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Ancestral sampling in u-space: returns ``[u_0..u_T]``, log-density terms and the
+        grid; nothing is inverted through the transporter here."""
+        shape = torch.Size(sample_shape) + self.batch_shape
+        ev, T = len(self.level_shape), self.steps_count
+        ref = next(self.predictor.parameters(), self.grid)
+        ref = ref if ref.is_floating_point() else self.grid
+        grid = self._times(shape, ref)
+        z = torch.randn((T + 1, *shape, *self.level_shape), generator=generator,
+                        dtype=ref.dtype, device="cpu").to(ref.device)
+        y = self._labels(shape)
+        us = [z[T]]
+        logp = _std_normal(z[T], ev)
+        for k in range(T, 0, -1):
+            mu, log_sigma, h = predict(self.predictor, us[0], grid[..., k], grid[..., k - 1], y,
+                                       ev, self.guidance)
+            v = mu + log_sigma.exp() * z[k - 1]
+            logp = logp + _std_normal(z[k - 1], ev) - log_sigma.flatten(len(shape)).sum(-1)
+            u = v
+            if self.step_flow is not None:
+                u, ladj = inverse_and_ladj(self.step_flow(h), v, ev)
+                logp = logp + ladj
+            us.insert(0, u)
+        return us, logp, grid
+
+    def rsample_and_log_prob(
+        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Reparameterised trajectories and their exact log-likelihood, with no extra pass."""
+        us, logp, grid = self._u_chain(torch.Size(sample_shape), generator)
+        lead = grid.dim() - 1
+        T, ev = self.steps_count, len(self.level_shape)
+        low = torch.stack(us[:T], dim=lead)
+        x, ladj = inverse_and_ladj(self.transporter(grid[..., :T]), low, ev)
+        traj = torch.cat([x, us[T].unsqueeze(lead)], dim=lead)
+        return traj, logp + ladj.sum(-1)
+
+    def rsample(
+        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Reparameterised trajectories ``sample_shape + batch_shape + (T+1, *event)``."""
+        return self.rsample_and_log_prob(sample_shape, generator)[0]
+
+    def sample(
+        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator)
+
+    def sample_level0(
+        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Level 0 only, ``sample_shape + batch_shape + event``: T predictor steps in u-space and
+        one transporter inversion (the fast path of ``NTM.sample``)."""
+        us, _, grid = self._u_chain(torch.Size(sample_shape), generator)
+        return self.transporter(grid[..., 0]).inv(us[0])

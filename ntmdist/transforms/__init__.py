@@ -1,0 +1,35 @@
+r"""Bijectors: ``torch.distributions.Transform`` objects with fused log-determinants, built by
+lazy modules called with their context (zuko style). The forward direction maps data to noise."""
+
+from .adapters import NflowsBlock, ZukoBlock, as_lazy
+from .autoregressive import MaskedAutoregressive
+from .base import (
+    Bijector,
+    ComposedBijector,
+    LazyBijector,
+    LazyComposed,
+    call_and_ladj,
+    inverse_and_ladj,
+)
+from .coupling import AffineCoupling
+from .permutation import Permutation
+from .spline import rqs_forward, rqs_inverse
+from .transformer import CausalTransformerAffine
+
+__all__ = [
+    "AffineCoupling",
+    "Bijector",
+    "CausalTransformerAffine",
+    "ComposedBijector",
+    "LazyBijector",
+    "LazyComposed",
+    "MaskedAutoregressive",
+    "NflowsBlock",
+    "Permutation",
+    "ZukoBlock",
+    "as_lazy",
+    "call_and_ladj",
+    "inverse_and_ladj",
+    "rqs_forward",
+    "rqs_inverse",
+]

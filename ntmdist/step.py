@@ -50,8 +50,8 @@ def predict(
     t = t.to(u_t).expand(batch).reshape(n)
     s = s.to(u_t).expand(batch).reshape(n)
     if y is not None:
-        cond = y.shape[-1:] if y.is_floating_point() else ()
-        y = y.expand(*batch, *cond).reshape(n, *cond)
+        cond = y.shape[-1:] if y.is_floating_point() else torch.Size()
+        y = y.expand(batch + cond).reshape(n, *cond)
     if guidance > 0:
         if y is None:
             raise ValueError("classifier-free guidance needs class labels y")

@@ -94,7 +94,7 @@ class TrajectoryDistribution(TorchDistribution):
         batch_shape = torch.Size(batch_shape)
         y = None
         if self.y is not None:
-            y = self.y.expand(*batch_shape, *self.y.shape[len(self.batch_shape):])
+            y = self.y.expand(batch_shape + self.y.shape[len(self.batch_shape) :])
         return TrajectoryDistribution(
             self.transporter, self.predictor, self.grid.expand(*batch_shape, -1),
             self.level_shape, y, self.step_flow, self.guidance, batch_shape,
@@ -127,7 +127,7 @@ class TrajectoryDistribution(TorchDistribution):
     def _labels(self, shape: torch.Size) -> Tensor | None:
         if self.y is None:
             return None
-        return self.y.expand(*shape, *self.y.shape[len(self.batch_shape):])
+        return self.y.expand(torch.Size(shape) + self.y.shape[len(self.batch_shape) :])
 
     # -- densities -------------------------------------------------------------------------
     def log_prob_levels(self, value: Tensor) -> Tensor:

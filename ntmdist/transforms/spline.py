@@ -66,6 +66,7 @@ def rqs_forward(
 ) -> tuple[Tensor, Tensor]:
     """Element-wise spline ``y = g(x)`` and ``log g'(x)``, both of the shape of ``x``."""
     xk, yk, dk = rqs_knots(widths, heights, derivatives, bound)
+    x = x.expand(torch.broadcast_shapes(x.shape, xk.shape[:-1]))
     xk, yk, dk = (a.expand(*x.shape, a.shape[-1]) for a in (xk, yk, dk))
     inside = (x > -bound) & (x < bound)
     k = _bin(xk, x)
@@ -89,6 +90,7 @@ def rqs_inverse(
 ) -> tuple[Tensor, Tensor]:
     """Element-wise inverse ``x = g^{-1}(y)`` and the forward ``log g'(x)``."""
     xk, yk, dk = rqs_knots(widths, heights, derivatives, bound)
+    y = y.expand(torch.broadcast_shapes(y.shape, xk.shape[:-1]))
     xk, yk, dk = (a.expand(*y.shape, a.shape[-1]) for a in (xk, yk, dk))
     inside = (y > -bound) & (y < bound)
     k = _bin(yk, y)

@@ -44,6 +44,8 @@ class NTM(nn.Module):
         step_flow: ``None``, ``"auto"`` (a spline autoregressive bijector per step conditioned on
             predictor features of :math:`x_t`), or a lazy bijector taking the predictor's extra
             output as context.
+        predictor_options: Keyword arguments of the default :class:`MLPPredictor`.
+        transporter_options: Keyword arguments of :meth:`Transporter.default`.
 
     Example:
         >>> model = NTM(event_shape=(2,), schedule=Schedule(steps=4))
@@ -57,9 +59,20 @@ class NTM(nn.Module):
         self, event_shape: tuple[int, ...], schedule: Schedule | None = None,
         transporter: str | nn.Module | list[nn.Module] | None = "auto",
         predictor: nn.Module | None = None, classes: int | None = None,
-        step_flow: str | nn.Module | None = None,
+        step_flow: str | nn.Module | None = None, predictor_options: dict | None = None,
+        transporter_options: dict | None = None,
     ) -> None:
         super().__init__()
+        self._config = {
+            "event_shape": list(event_shape),
+            "schedule": (Schedule() if schedule is None else schedule).config(),
+            "transporter": transporter if transporter in ("auto", None) else "custom",
+            "predictor": "auto" if predictor is None else "custom",
+            "classes": classes,
+            "step_flow": step_flow if step_flow in ("auto", None) else "custom",
+            "predictor_options": dict(predictor_options or {}),
+            "transporter_options": dict(transporter_options or {}),
+        }
         self.event_shape = torch.Size(event_shape)
         if len(self.event_shape) == 0 or any(d < 1 for d in self.event_shape):
             raise ValueError(f"event_shape must be a non-empty shape, got {tuple(event_shape)}")
@@ -70,7 +83,7 @@ class NTM(nn.Module):
         if transporter == "auto":
             if not vector:
                 raise ValueError("default networks exist for vectors (D,); pass transporter=")
-            transporter = Transporter.default(features)
+            transporter = Transporter.default(features, **(transporter_options or {}))
         elif transporter is None:
             transporter = Transporter(event_dim=len(self.event_shape))
         elif isinstance(transporter, (list, tuple)):
@@ -84,13 +97,32 @@ class NTM(nn.Module):
         if predictor is None:
             if not vector:
                 raise ValueError("default networks exist for vectors (D,); pass predictor=")
-            predictor = MLPPredictor(features, classes=classes, step_context=context)
+            predictor = MLPPredictor(features, classes=classes, step_context=context,
+                                     **(predictor_options or {}))
         self.predictor = predictor
         if step_flow == "auto":
             step_flow = MaskedAutoregressive(features, context, "spline", hidden=(128, 128))
         elif step_flow is not None and not isinstance(step_flow, nn.Module):
             raise TypeError("step_flow must be None, 'auto' or a lazy bijector module")
         self.step_flow = step_flow
+
+    def config(self) -> dict:
+        """The constructor arguments as plain data (for checkpoints); ``"custom"`` marks a
+        module passed by the user, which :meth:`from_config` cannot rebuild."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> NTM:
+        """Rebuild a model (untrained weights) from :meth:`config`."""
+        custom = [k for k in ("transporter", "predictor", "step_flow") if config.get(k) == "custom"]
+        if custom:
+            raise ValueError(f"cannot rebuild custom modules from a config: {', '.join(custom)}")
+        return cls(
+            tuple(config["event_shape"]), Schedule(**config["schedule"]),
+            transporter=config["transporter"], classes=config["classes"],
+            step_flow=config["step_flow"], predictor_options=config["predictor_options"],
+            transporter_options=config["transporter_options"],
+        )
 
     @property
     def features(self) -> int:

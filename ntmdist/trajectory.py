@@ -73,7 +73,8 @@ class TrajectoryDistribution(TorchDistribution):
             shapes.append(y.shape[:-1] if y.is_floating_point() else y.shape)
         batch = torch.broadcast_shapes(*shapes)
         self.grid, self.y, self.guidance = grid, y, float(guidance)
-        super().__init__(batch, (self.steps_count + 1, *self.level_shape), validate_args)
+        event = torch.Size((self.steps_count + 1, *self.level_shape))
+        super().__init__(batch, event, validate_args)
 
     @property
     def support(self) -> constraints.Constraint:

@@ -16,12 +16,13 @@ References:
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import Tensor, nn
 
-from .predictor import MLPPredictor
+from .predictor import FlowMatchingPredictor, MLPPredictor
 from .schedule import Schedule
 from .trajectory import TrajectoryDistribution
 from .transforms import MaskedAutoregressive
@@ -105,24 +106,96 @@ class NTM(nn.Module):
         elif step_flow is not None and not isinstance(step_flow, nn.Module):
             raise TypeError("step_flow must be None, 'auto' or a lazy bijector module")
         self.step_flow = step_flow
+        self.denoiser: nn.Module | None = None
 
     def config(self) -> dict:
         """The constructor arguments as plain data (for checkpoints); ``"custom"`` marks a
         module passed by the user, which :meth:`from_config` cannot rebuild."""
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
+        config = {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
+        if self.denoiser is not None:
+            rebuild = callable(getattr(self.denoiser, "config", None))
+            config["denoiser"] = self.denoiser.config() if rebuild else "custom"
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> NTM:
         """Rebuild a model (untrained weights) from :meth:`config`."""
-        custom = [k for k in ("transporter", "predictor", "step_flow") if config.get(k) == "custom"]
+        names = ("transporter", "predictor", "step_flow", "velocity", "denoiser")
+        custom = [k for k in names if config.get(k) == "custom"]
         if custom:
             raise ValueError(f"cannot rebuild custom modules from a config: {', '.join(custom)}")
-        return cls(
-            tuple(config["event_shape"]), Schedule(**config["schedule"]),
-            transporter=config["transporter"], classes=config["classes"],
-            step_flow=config["step_flow"], predictor_options=config["predictor_options"],
-            transporter_options=config["transporter_options"],
+        if config["predictor"] == "flow_matching":
+            from .flow_matching import Velocity
+
+            model = cls.from_flow_matching(
+                Velocity(**config["velocity"]), Schedule(**config["schedule"]),
+                transporter=config["transporter"], classes=config["classes"],
+                predictor_options=config["predictor_options"],
+                transporter_options=config["transporter_options"],
+            )
+        else:
+            model = cls(
+                tuple(config["event_shape"]), Schedule(**config["schedule"]),
+                transporter=config["transporter"], classes=config["classes"],
+                step_flow=config["step_flow"], predictor_options=config["predictor_options"],
+                transporter_options=config["transporter_options"],
+            )
+        if config.get("denoiser") is not None:
+            from .distill import Denoiser
+
+            model.denoiser = Denoiser(**config["denoiser"])
+        return model
+
+    @classmethod
+    def from_flow_matching(
+        cls, velocity: nn.Module, schedule: Schedule | None = None,
+        transporter: str | nn.Module | list[nn.Module] | None = "auto", *,
+        event_shape: tuple[int, ...] | None = None, classes: int | None = None,
+        predictor_options: dict | None = None, transporter_options: dict | None = None,
+    ) -> NTM:
+        r"""An NTM initialised from a flow-matching velocity :math:`v(x, t, y)` (regressing
+        :math:`\epsilon - x_0`): a :class:`~ntmdist.predictor.FlowMatchingPredictor`,
+        :math:`\mu = A u_t + B (u_t - t v(u_t, t, y))`, :math:`\log \sigma = \log C + \delta`
+        (zero-initialised :math:`\delta` head), and a zero-initialised (identity) transporter.
+        At initialisation the NTM is the flow-matching model used as a T-step Gaussian ancestral
+        sampler (:func:`ntmdist.flow_matching.ancestral`), exactly for every step with
+        :math:`C \geq \sigma_{min}` (all steps when :math:`t_{min} > 0` is not tiny).
+        Fine-tune with ``fit(model, data, ..., aux_weight=2.5)``.
+
+        Arguments:
+            velocity: :class:`ntmdist.flow_matching.Velocity` or any module called as
+                ``velocity(x, t, y)`` with ``t`` of shape ``x.shape[:1]``; it is deep-copied,
+                so fine-tuning leaves the argument unchanged.
+            schedule, transporter, transporter_options: As for :class:`NTM`.
+            event_shape, classes: Default to the velocity's attributes of those names.
+            predictor_options: Keyword arguments of :class:`FlowMatchingPredictor`.
+
+        Example:
+            >>> from ntmdist.flow_matching import Velocity
+            >>> model = NTM.from_flow_matching(Velocity(2, width=32, depth=1), Schedule(4, 0.05))
+            >>> model.sample(3).shape
+            torch.Size([3, 2])
+        """
+        if not isinstance(velocity, nn.Module):
+            raise TypeError("velocity must be a module called as velocity(x, t, y)")
+        if event_shape is None:
+            event_shape = getattr(velocity, "event_shape", None)
+        if event_shape is None:
+            raise ValueError("pass event_shape= for a velocity without an event_shape attribute")
+        classes = getattr(velocity, "classes", None) if classes is None else classes
+        rebuild = callable(getattr(velocity, "config", None))
+        velocity_config = velocity.config() if rebuild else {"backbone": "custom"}
+        velocity = copy.deepcopy(velocity)
+        predictor = FlowMatchingPredictor(velocity, math.prod(event_shape), classes,
+                                          **(predictor_options or {}))
+        model = cls(tuple(event_shape), schedule, transporter, predictor, classes,
+                    transporter_options=transporter_options)
+        model._config.update(
+            predictor="flow_matching", predictor_options=dict(predictor_options or {}),
+            velocity="custom" if velocity_config.get("backbone") == "custom" else velocity_config,
         )
+        ref = next(velocity.parameters(), None)
+        return model if ref is None else model.to(ref.device, ref.dtype)
 
     @property
     def features(self) -> int:
@@ -203,10 +276,16 @@ class NTM(nn.Module):
         """``n`` samples of level 0, ``(n, *event)``.
 
         ``denoise=None`` returns :math:`x_{t_0}` (T predictor steps, one transporter inversion);
-        ``"tweedie"`` the trajectory-Tweedie estimate of :math:`x_0` (one backward pass).
+        ``"tweedie"`` the trajectory-Tweedie estimate of :math:`x_0` (one backward pass);
+        ``"learned"`` the learned denoiser :math:`D(u_{t_0}, t_0, y)` (T predictor steps and
+        :math:`D` once: no transporter inversion, no backward pass; see
+        :func:`ntmdist.distill.fit_denoiser`).
         """
-        if denoise not in (None, "tweedie"):
-            raise ValueError(f"denoise must be None or 'tweedie', got {denoise!r}")
+        if denoise not in (None, "tweedie", "learned"):
+            raise ValueError(f"denoise must be None, 'tweedie' or 'learned', got {denoise!r}")
+        if denoise == "learned" and self.denoiser is None:
+            raise ValueError("denoise='learned' needs a denoiser: train one with "
+                             "ntmdist.distill.fit_denoiser(model, data, steps=...)")
         if y is not None:
             y = torch.as_tensor(y, device=self._ref().device).expand(n)
         dist = self(y, schedule=schedule, guidance=guidance)
@@ -215,5 +294,9 @@ class NTM(nn.Module):
             with torch.no_grad():
                 traj = dist.sample(shape, generator)
             return dist.denoise(traj).detach()
+        if denoise == "learned":
+            with torch.no_grad():
+                us, _, grid = dist._u_chain(shape, generator)
+                return self.denoiser(us[0], grid[..., 0], y)
         with torch.no_grad():
             return dist.sample_level0(shape, generator)

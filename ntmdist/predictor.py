@@ -14,8 +14,12 @@ A predictor may return a third output: features that condition a per-step biject
 section 4). Any module with ``forward(u_t, t, s, y)`` returning ``(mu, log_sigma)`` or
 ``(mu, log_sigma, h)`` can replace it; ``t`` and ``s`` have shape ``u_t.shape[:1]``.
 
+:class:`FlowMatchingPredictor` is the same posterior form with :math:`\hat x_0` read off a
+flow-matching velocity, so that an NTM starts as that model's ancestral sampler.
+
 References:
     | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
+    | Flow Matching for Generative Modeling (Lipman et al., 2022), arXiv 2210.02747
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from torch import Tensor, nn
 from .nets import ResidualMLP, TimeEmbedding, soft_clip
 from .schedule import posterior_coefficients
 
-__all__ = ["MLPPredictor"]
+__all__ = ["FlowMatchingPredictor", "MLPPredictor", "class_labels"]
 
 
 class MLPPredictor(nn.Module):
@@ -91,3 +95,80 @@ class MLPPredictor(nn.Module):
         if self.context_head is None:
             return mu, log_sigma
         return mu, log_sigma, self.context_head(h)
+
+
+def class_labels(y: Tensor | None, classes: int, n: int, device: torch.device) -> Tensor:
+    """Integer labels ``(n,)`` in ``0..classes``; ``None`` gives the null label ``classes``."""
+    if y is None:
+        return torch.full((n,), classes, dtype=torch.long, device=device)
+    if y.is_floating_point():
+        raise TypeError(f"class labels must be an integer tensor, got {y.dtype}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) > classes):
+        raise ValueError(f"class labels must be in 0..{classes - 1}")
+    return y.expand(n).long()
+
+
+class FlowMatchingPredictor(nn.Module):
+    r"""Predictor initialised from a flow-matching velocity :math:`v(x, t, y)`, which regresses
+    :math:`\epsilon - x_0` (so :math:`\hat x_0 = x_t - t v`):
+
+    .. math:: \mu = A(s,t)\, u_t + B(s,t) \big(u_t - t\, v(u_t, t, y)\big), \qquad
+              \log \sigma = \log \max(C(s,t), \sigma_{min}) + \mathrm{softclip}(\delta),
+
+    with :math:`\delta` from a zero-initialised residual-MLP head on :math:`(u_t, t, s, y)`. At
+    initialisation every step with :math:`C \geq \sigma_{min}` is exactly the Gaussian
+    :math:`N(A u_t + B (u_t - t v), C^2)`: with an identity transporter the NTM is the
+    flow-matching model used as a Gaussian ancestral sampler on the NTM grid. The floor acts
+    only where :math:`C < \sigma_{min}`, e.g. on the last step when :math:`t_{min} = 0`
+    (:math:`C = 0`).
+
+    Arguments:
+        velocity: A module called as ``velocity(x, t, y)`` with ``t`` of shape ``x.shape[:1]``
+            (:class:`ntmdist.flow_matching.Velocity` or any other); it is trained with the head.
+        features: Number of dimensions of one example (the head's input and output size).
+        classes: Number of classes (``None`` or label ``classes`` is the null label).
+        width, depth, embedding: Size of the :math:`\delta` head and of its time embeddings.
+        sigma_min: Floor :math:`\sigma_{min} > 0` of the step scale.
+        log_sigma_bound: Soft bound on :math:`|\delta|`.
+
+    Example:
+        >>> from ntmdist.flow_matching import Velocity
+        >>> P = FlowMatchingPredictor(Velocity(2, width=32, depth=1), 2)
+        >>> u, t, s = torch.randn(5, 2), torch.full((5,), 0.5), torch.full((5,), 0.25)
+        >>> mu, log_sigma = P(u, t, s)
+        >>> c = posterior_coefficients(s, t)[2]
+        >>> torch.allclose(log_sigma, c.log()[:, None].expand(5, 2))  # zero-initialised head
+        True
+    """
+
+    def __init__(
+        self, velocity: nn.Module, features: int, classes: int | None = None, width: int = 128,
+        depth: int = 2, embedding: int = 32, sigma_min: float = 1e-3,
+        log_sigma_bound: float = 12.0,
+    ) -> None:
+        super().__init__()
+        if not sigma_min > 0:
+            raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
+        self.velocity, self.features, self.classes = velocity, features, classes
+        self.sigma_min, self.log_sigma_bound = sigma_min, log_sigma_bound
+        self.embed_t = TimeEmbedding(embedding)
+        self.label = nn.Embedding(classes + 1, embedding) if classes else None
+        inputs = features + 2 * embedding + (embedding if classes else 0)
+        self.head = ResidualMLP(inputs, features, width=width, depth=depth)
+
+    def forward(
+        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        n = u_t.shape[0]
+        parts = [u_t.reshape(n, -1), self.embed_t(t), self.embed_t(s)]
+        if self.label is not None:
+            parts.append(self.label(class_labels(y, self.classes, n, u_t.device)))
+        elif y is not None:
+            raise ValueError("this predictor is unconditional (classes=None) but got labels y")
+        v = self.velocity(u_t, t, y)
+        shape = (n,) + (1,) * (u_t.dim() - 1)
+        a, b, c = (w.reshape(shape) for w in posterior_coefficients(s, t))
+        mu = a * u_t + b * (u_t - t.reshape(shape) * v)
+        delta = self.head(torch.cat(parts, dim=-1)).reshape(u_t.shape)
+        log_sigma = c.clamp_min(self.sigma_min).log() + soft_clip(delta, self.log_sigma_bound)
+        return mu, log_sigma

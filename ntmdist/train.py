@@ -14,6 +14,13 @@ and after update :math:`n \geq 1` the EMA weights are
 All randomness comes from two CPU generators owned by the loop, one for batches and one passed
 to the loss; their states are checkpointed, so a resumed run is bitwise the run that was not
 interrupted. The global RNG of torch is never touched.
+
+With ``aux_weight`` :math:`\lambda > 0` (fine-tuning from flow matching), the loss at step
+:math:`n` adds the mean-alignment term of the predictor's means to those of a frozen copy of the
+initial predictor on the same inputs, cosine-decayed to 0 (Gu et al., 2026, arXiv 2605.08078):
+
+.. math:: \mathcal{L}_n = \mathcal{L}_{NLL} + \lambda\, \tfrac12 \big(1 + \cos(\pi n / N)\big)
+          \, \overline{\| \mu - \mu_{frozen} \|^2} .
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import gather_states, load_checkpoint, metadata, plain, save_checkpoint
 
-__all__ = ["FitResult", "ema_decay", "fit", "lr_factor"]
+__all__ = ["FitResult", "aux_factor", "ema_decay", "fit", "lr_factor"]
 
 Batch = tuple[Tensor, Tensor | None]
 
@@ -73,6 +80,11 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min((step - warmup) / max(steps - warmup, 1), 1.0)))
+
+
+def aux_factor(step: int, steps: int) -> float:
+    """Cosine decay of the alignment weight at 0-based step ``step``: from 1 to 0 at ``steps``."""
+    return 0.5 * (1 + math.cos(math.pi * min(step / max(steps, 1), 1.0)))
 
 
 def ema_decay(decay: float, step: int) -> float:
@@ -131,16 +143,43 @@ def _takes_generator(fn: Callable) -> bool:
 
 
 class _Objective(nn.Module):
-    """``model`` and its loss as one module, so that DDP sees the loss computation as forward."""
+    """``model`` and its loss as one module, so that DDP sees the loss computation as forward.
+    With a ``frozen`` predictor, every call of ``model.predictor`` inside the loss is hooked and
+    the mean squared difference of its means to the frozen ones (a constant target) is added
+    with weight ``aux_weight``; its value is kept in ``self.aux``."""
 
-    def __init__(self, model: nn.Module, loss_fn: Callable | None) -> None:
+    def __init__(
+        self, model: nn.Module, loss_fn: Callable | None, frozen: nn.Module | None = None
+    ) -> None:
         super().__init__()
         if loss_fn is None and not callable(getattr(model, "loss", None)):
             raise TypeError(f"{type(model).__name__} has no loss(x, y, generator); pass loss_fn=")
-        self.model, self.loss_fn = model, loss_fn
+        self.model, self.loss_fn, self.frozen = model, loss_fn, frozen
         self.generator_kw = loss_fn is not None and _takes_generator(loss_fn)
+        self.aux: Tensor | None = None
 
-    def forward(self, x: Tensor, y: Tensor | None, generator: torch.Generator) -> Tensor:
+    def forward(
+        self, x: Tensor, y: Tensor | None, generator: torch.Generator, aux_weight: float = 0.0
+    ) -> Tensor:
+        if self.frozen is None:
+            return self._loss(x, y, generator)
+        calls: list = []
+        hook = self.model.predictor.register_forward_hook(
+            lambda m, args, kwargs, out: calls.append((args, kwargs, out[0])), with_kwargs=True)
+        try:
+            loss = self._loss(x, y, generator)
+        finally:
+            hook.remove()
+        if not calls:
+            raise RuntimeError("aux_weight > 0 but the loss never called model.predictor")
+        with torch.no_grad():
+            targets = [self.frozen(*args, **kwargs)[0] for args, kwargs, _ in calls]
+        aux = torch.stack([(mu - mu0).square().mean()
+                           for (_, _, mu), mu0 in zip(calls, targets, strict=True)]).mean()
+        self.aux = aux.detach()
+        return loss + aux_weight * aux
+
+    def _loss(self, x: Tensor, y: Tensor | None, generator: torch.Generator) -> Tensor:
         if self.loss_fn is None:
             return self.model.loss(x, y, generator=generator)
         if self.generator_kw:
@@ -177,6 +216,7 @@ def fit(
     checkpoint_every: int = 1000, resume: bool = False, seed: int = 0, progress: bool = True,
     device: str | torch.device | None = None, loss_fn: Callable[..., Tensor] | None = None,
     callback: Callable[[int, dict], None] | None = None, ddp_options: dict | None = None,
+    aux_weight: float = 0.0,
 ) -> FitResult:
     """Train ``model`` in place by minimising ``loss_fn`` on batches of ``data``.
 
@@ -206,6 +246,11 @@ def fit(
             takes a ``generator`` argument (needed for exact resume of a random loss).
         callback: ``callback(step, {"loss": ..., "lr": ..., **metrics})`` after each step, rank 0.
         ddp_options: Keyword arguments for ``DistributedDataParallel``.
+        aux_weight: :math:`\\lambda` of the mean-alignment term to a frozen copy of the initial
+            ``model.predictor`` (see the module docstring; about 2.5 when fine-tuning an NTM
+            from flow matching), weighted by :func:`aux_factor`. The raw term goes to
+            ``history["aux"]`` and the callback gets ``aux`` and ``aux_weight``; the frozen
+            copy is checkpointed (``"frozen"``) so that a resumed run matches.
 
     Under ``torch.distributed`` the loss is wrapped in DDP (gradients averaged), every rank
     draws its own batches and loss noise, and only rank 0 logs, evaluates and writes.
@@ -224,6 +269,9 @@ def fit(
         raise ValueError(f"ema must be a decay in [0, 1) or None, got {ema!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if aux_weight < 0 or (aux_weight > 0 and not isinstance(getattr(model, "predictor", None),
+                                                             nn.Module)):
+        raise ValueError("aux_weight must be >= 0, and > 0 needs a model with a .predictor")
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     if device is not None:
@@ -233,6 +281,7 @@ def fit(
         raise ValueError(f"{type(model).__name__} has no parameters to train")
     device, dtype = ref.device, ref.dtype
     draw = _sampler(data, batch_size)
+    frozen = copy.deepcopy(model.predictor).requires_grad_(False).eval() if aux_weight else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: lr_factor(n, steps, warmup))
@@ -246,6 +295,8 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, history, elapsed_before = state["step"], state["history"], state["elapsed"]
+        if frozen is not None and state.get("frozen") is not None:
+            frozen.load_state_dict(state["frozen"])
         rng = state["rng"]
         if rng["data"].shape[0] == world:
             data_g.set_state(rng["data"][rank].clone())  # a view with an offset crashes
@@ -255,7 +306,7 @@ def fit(
                           f"{world}: generators reseeded, the run will not match", stacklevel=2)
             data_g.manual_seed(_seed(seed + start, rank, 0))
             loss_g.manual_seed(_seed(seed + start, rank, 1))
-    objective = _Objective(model, loss_fn)
+    objective = _Objective(model, loss_fn, frozen)
     runner: nn.Module = objective
     if distributed:  # DDP broadcasts rank 0's weights, so the EMA copy is made after it
         ids = [device] if device.type == "cuda" else None
@@ -275,7 +326,8 @@ def fit(
             x, y = draw(data_g)
             x = x.to(device, dtype) if x.is_floating_point() else x.to(device)
             y = None if y is None else torch.as_tensor(y).to(device)
-            loss = runner(x, y, loss_g)
+            weight = aux_weight * aux_factor(step - 1, steps)
+            loss = runner(x, y, loss_g, weight) if frozen is not None else runner(x, y, loss_g)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             mean = loss.detach().clone()
@@ -295,6 +347,10 @@ def fit(
             history["loss"].append(value)
             history["grad_norm"].append(norm)
             metrics: dict[str, Any] = {}
+            aux: dict[str, float] = {}
+            if frozen is not None:
+                history.setdefault("aux", []).append(objective.aux.item())
+                aux = {"aux": history["aux"][-1], "aux_weight": weight}
             due = step == steps or (eval_every is not None and step % eval_every == 0)
             if eval_fn is not None and rank == 0 and due:
                 metrics = _evaluate(eval_fn, ema_model if ema_model is not None else model)
@@ -309,13 +365,14 @@ def fit(
                         "ema": None if ema_model is None else ema_model.state_dict(),
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "rng": rng, "history": history, "meta": meta,
+                        "frozen": None if frozen is None else frozen.state_dict(),
                         "elapsed": elapsed_before + time.perf_counter() - begin,
                     })
             extra = "".join(f", {k}={v:.4g}" for k, v in shown.items())
             bar.set_postfix_str(f"loss={value:.4f}{unit}{extra}", refresh=False)
             bar.update()
             if callback is not None and rank == 0:
-                callback(step, {"loss": value, "lr": rate, **metrics})
+                callback(step, {"loss": value, "lr": rate, **aux, **metrics})
     finally:
         bar.close()
         model.train(training)

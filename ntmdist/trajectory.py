@@ -173,9 +173,9 @@ class TrajectoryDistribution(TorchDistribution):
         .. math:: \hat x_0 = \Big(x_{t_0} - \sum_j S_{0j} g_j\Big) / (1 - t_0), \quad
                   g = \nabla (-\log p(x_{t_0:t_T})) .
         """
+        shape = self._check(value)
+        value = value.expand(*shape, *self.event_shape)  # one estimate per batch element
         g = -self.score(value)
-        shape = torch.broadcast_shapes(value.shape[: value.dim() - len(self.event_shape)],
-                                       self.batch_shape)
         lead = len(shape)
         cov = trajectory_covariance(self._times(shape, g))[..., 0, :]
         cov = cov.reshape(*cov.shape, *(1,) * len(self.level_shape))

@@ -1,0 +1,159 @@
+r"""Self-distillation of an NTM's trajectory denoiser into a light network.
+
+The trajectory Tweedie estimate (:meth:`ntmdist.TrajectoryDistribution.denoise`),
+
+.. math:: \hat x_0 = \Big(x_{t_0} - \sum_j S_{0j} g_j\Big) / (1 - t_0), \qquad
+          g = \nabla_{x_{t_0:t_T}} \big(-\log p(x_{t_0:t_T})\big),
+
+costs a backward pass through the whole trajectory. A light network :math:`D(u_{t_0}, t_0, y)`
+is trained instead, with the NTM frozen, by regression on forward trajectories of real data:
+
+.. math:: \mathcal{L}(D) = E_{x_0, q(x_{t_0:t_T} | x_0)}
+          \big\| D(f(x_{t_0}, t_0), t_0, y) - \hat x_0(x_{t_0:t_T}) \big\|^2 .
+
+Sampling with ``model.sample(n, denoise="learned")`` then runs the T predictor steps in u-space
+and :math:`D` once: no transporter inversion and no backward pass.
+
+References:
+    | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .model import NTM
+from .nets import ResidualMLP, TimeEmbedding
+from .predictor import class_labels
+from .train import FitResult, fit
+
+__all__ = ["Denoiser", "denoiser_loss", "fit_denoiser"]
+
+
+class Denoiser(nn.Module):
+    r"""Light denoiser :math:`D(u_{t_0}, t_0, y) \to x_0` for events of ``features`` dimensions
+    (inputs ``(N, *event)`` are flattened), a residual MLP with a skip connection:
+
+    .. math:: D(u, t_0, y) = u / (1 - t_0) + \mathrm{MLP}([u, e(t_0), e(y)]),
+
+    with a zero-initialised output layer (so :math:`D` starts as the rescaled input, the
+    estimate of :math:`x_0` from :math:`E[x_{t_0} | x_0] = (1 - t_0) x_0` under an identity
+    transporter).
+
+    Arguments:
+        features: Number of dimensions of one example.
+        classes: Number of classes (``None`` or label ``classes``: the null label), or ``None``.
+        width, depth: Size of the residual MLP.
+        embedding: Size of the time and label embeddings.
+
+    Example:
+        >>> D = Denoiser(2, width=16, depth=1)
+        >>> u, t0 = torch.randn(4, 2), torch.full((4,), 0.5)
+        >>> torch.allclose(D(u, t0), 2 * u)
+        True
+    """
+
+    def __init__(
+        self, features: int, classes: int | None = None, width: int = 128, depth: int = 2,
+        embedding: int = 32,
+    ) -> None:
+        super().__init__()
+        self._config = {"features": features, "classes": classes, "width": width,
+                        "depth": depth, "embedding": embedding}
+        self.features, self.classes = features, classes
+        self.embed_t = TimeEmbedding(embedding)
+        self.label = nn.Embedding(classes + 1, embedding) if classes else None
+        inputs = features + embedding * (2 if classes else 1)
+        self.net = ResidualMLP(inputs, features, width=width, depth=depth)
+
+    def config(self) -> dict:
+        """The constructor arguments (for checkpoints: :meth:`ntmdist.NTM.from_config`)."""
+        return dict(self._config)
+
+    def forward(self, u: Tensor, t0: Tensor, y: Tensor | None = None) -> Tensor:
+        """The estimate of :math:`x_0`, shaped like ``u`` ``(N, *event)``; ``t0`` ``(N,)``."""
+        n = u.shape[0]
+        t0 = torch.as_tensor(t0).to(u).expand(n)
+        parts = [u.reshape(n, -1), self.embed_t(t0)]
+        if self.label is not None:
+            parts.append(self.label(class_labels(y, self.classes, n, u.device)))
+        elif y is not None:
+            raise ValueError("this denoiser is unconditional (classes=None) but got labels y")
+        skip = u / (1 - t0).reshape(n, *(1,) * (u.dim() - 1))
+        return skip + self.net(torch.cat(parts, dim=-1)).reshape(u.shape)
+
+
+def denoiser_loss(
+    denoiser: nn.Module, model: NTM, x0: Tensor, y: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Regression loss of ``denoiser`` on trajectory-denoised targets, mean per dimension.
+
+    Forward trajectories of ``x0`` are drawn on ``model``'s grid (``t_min`` drawn per example);
+    the targets :math:`\hat x_0` need the trajectory score (computed under ``enable_grad``,
+    then detached); the input is :math:`u_{t_0} = f(x_{t_0}, t_0)`, computed without gradient.
+    """
+    model._check_data(x0)
+    ev = len(model.event_shape)
+    batch = x0.shape[: x0.dim() - ev]
+    grid = model.schedule.draw_grid(batch, x0, generator)
+    traj = model.schedule.sample(x0, ev, generator, grid=grid)
+    target = model(y, grid=grid).denoise(traj).detach()
+    t0 = grid[..., 0]
+    with torch.no_grad():
+        u0 = model.transporter(t0)(traj.select(len(batch), 0))
+    return (denoiser(u0, t0, y) - target).square().mean()
+
+
+def fit_denoiser(
+    model: NTM, data: Any, *, steps: int, batch_size: int = 256,
+    denoiser: nn.Module | None = None, **options: Any,
+) -> FitResult:
+    """Train a denoiser for ``model`` (frozen) and attach it as ``model.denoiser``.
+
+    Arguments:
+        model: A trained NTM; its parameters are frozen during the call and restored after.
+        data: Real data, with the conventions of :func:`ntmdist.train.fit`.
+        steps, batch_size: Optimiser steps and examples per step.
+        denoiser: The network to train; by default ``model.denoiser`` if there is one, else a
+            new :class:`Denoiser` ``(model.features, model.classes)``.
+        options: Keyword arguments of :func:`ntmdist.train.fit` (``lr``, ``ema``, ...). Its
+            checkpoints hold the denoiser only; save ``model.state_dict()`` afterwards, which
+            includes ``denoiser.*``.
+
+    Returns:
+        :func:`ntmdist.train.fit`'s result for the denoiser (``result.apply_ema()`` copies the
+        EMA weights into the attached denoiser).
+
+    Example:
+        >>> import ntmdist as nd
+        >>> model = nd.NTM((2,), transporter=None, predictor=nd.MLPPredictor(2, width=16, depth=1))
+        >>> result = fit_denoiser(model, torch.randn(128, 2), steps=3, batch_size=32,
+        ...                       progress=False)
+        >>> model.sample(5, denoise="learned").shape
+        torch.Size([5, 2])
+    """
+    if not isinstance(model, NTM):
+        raise TypeError(f"model must be an ntmdist.NTM, got {type(model).__name__}")
+    if denoiser is None:
+        denoiser = model.denoiser
+    if denoiser is None:
+        ref = next(model.parameters())
+        denoiser = Denoiser(model.features, model.classes).to(ref.device, ref.dtype)
+    model.denoiser = None
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    model.requires_grad_(False)
+
+    def loss_fn(d: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator) -> Tensor:
+        return denoiser_loss(d, model, x, y, generator)
+
+    try:
+        return fit(denoiser, data, steps=steps, batch_size=batch_size, loss_fn=loss_fn,
+                   **options)
+    finally:
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+        model.denoiser = denoiser

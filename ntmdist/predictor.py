@@ -5,10 +5,15 @@ One deep network serves all steps: it sees the noisier level :math:`u_t = f(x_t,
 posterior form, as the Gaussian reverse posterior of flow matching,
 
 .. math:: \mu = A(s, t) u_t + B(s, t) \hat x_0, \qquad
-          \log \sigma = \mathrm{softclip}(\tfrac12 \log(C(s,t)^2 + \sigma_{min}^2) + \delta),
+          \log \sigma = \mathrm{softclip}\big(\tfrac12 \log(C^2 + B^2 v_t + \sigma_{min}^2)
+          + \delta\big),
 
-with :math:`(\hat x_0, \delta)` from a residual MLP; at zero output the step is the Gaussian
-posterior of a model that predicts :math:`\hat x_0 = 0`.
+with :math:`\hat x_0 = m_t u_t + \Delta`, :math:`(\Delta, \delta)` from a residual MLP whose
+last layer is zero-initialised, and :math:`m_t = (1-t)/((1-t)^2 + t^2)`,
+:math:`v_t = t^2/((1-t)^2 + t^2)` the posterior mean factor and variance of :math:`x_0` given
+:math:`x_t` for standard normal data. At initialisation every step is therefore the exact reverse
+step of the forward process applied to :math:`N(0, I)` data, so training starts from a sensible
+likelihood instead of a collapsed last step.
 
 A predictor may return a third output: features that condition a per-step bijector (DESIGN
 section 4). Any module with ``forward(u_t, t, s, y)`` returning ``(mu, log_sigma)`` or
@@ -87,10 +92,12 @@ class MLPPredictor(nn.Module):
         elif y is not None:
             raise ValueError("this predictor is unconditional (classes=None) but got labels y")
         h = self.net.features(torch.cat(parts, dim=-1))
-        x0, delta = self.net.out(h).chunk(2, dim=-1)
+        correction, delta = self.net.out(h).chunk(2, dim=-1)
         a, b, c = (v[:, None] for v in posterior_coefficients(s, t))
-        mu = a * u_t + b * x0
-        base = 0.5 * torch.log(c**2 + self.sigma_min**2)
+        tt = t[:, None]
+        snr = (1 - tt) ** 2 + tt**2
+        mu = a * u_t + b * ((1 - tt) / snr * u_t + correction)
+        base = 0.5 * torch.log(c**2 + b**2 * tt**2 / snr + self.sigma_min**2)
         log_sigma = soft_clip(base + delta, self.log_sigma_bound)
         if self.context_head is None:
             return mu, log_sigma

@@ -21,15 +21,21 @@ __all__ = ["NflowsBlock", "ZukoBlock", "as_lazy"]
 
 
 class _Wrapped(Bijector):
-    def __init__(self, transform: Transform, event_dim: int) -> None:
+    def __init__(self, transform: Transform, batch: torch.Size, event_dim: int) -> None:
         super().__init__(event_dim)
-        self.transform = transform
+        self.transform, self.batch = transform, batch
+
+    def _expand(self, v: Tensor) -> Tensor:
+        """``v`` broadcast to the context's batch (zuko transforms do not broadcast ``v``)."""
+        event = v.shape[v.dim() - self.event_dim :]
+        return v.expand(*torch.broadcast_shapes(v.shape[: v.dim() - self.event_dim], self.batch),
+                        *event)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return call_and_ladj(self.transform, x, self.event_dim)
+        return call_and_ladj(self.transform, self._expand(x), self.event_dim)
 
     def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return inverse_and_ladj(self.transform, y, self.event_dim)
+        return inverse_and_ladj(self.transform, self._expand(y), self.event_dim)
 
 
 class ZukoBlock(LazyBijector):
@@ -47,7 +53,8 @@ class ZukoBlock(LazyBijector):
         self.lazy, self.event_dim = lazy, event_dim
 
     def forward(self, c: Tensor | None = None) -> Bijector:
-        return _Wrapped(self.lazy(c), self.event_dim)
+        batch = torch.Size() if c is None else c.shape[:-1]
+        return _Wrapped(self.lazy(c), batch, self.event_dim)
 
 
 class _Nflows(Bijector):

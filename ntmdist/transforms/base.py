@@ -98,9 +98,12 @@ def call_and_ladj(transform: Transform, x: Tensor, event_dim: int) -> tuple[Tens
     if isinstance(transform, _InverseTransform):
         y, ladj = inverse_and_ladj(transform._inv, x, event_dim)
         return y, -ladj
-    y = transform(x)
-    ladj = transform.log_abs_det_jacobian(x, y)
-    return y, _sum_rightmost(ladj, ladj.dim() - (x.dim() - event_dim))
+    if hasattr(transform, "call_and_ladj"):  # zuko's fused pass (one network evaluation)
+        y, ladj = transform.call_and_ladj(x)
+    else:
+        y = transform(x)
+        ladj = transform.log_abs_det_jacobian(x, y)
+    return y, _sum_rightmost(ladj, ladj.dim() - (y.dim() - event_dim))
 
 
 def inverse_and_ladj(transform: Transform, y: Tensor, event_dim: int) -> tuple[Tensor, Tensor]:
@@ -113,7 +116,7 @@ def inverse_and_ladj(transform: Transform, y: Tensor, event_dim: int) -> tuple[T
         return x, -ladj
     x = transform.inv(y)
     ladj = transform.log_abs_det_jacobian(x, y)
-    return x, _sum_rightmost(ladj, ladj.dim() - (x.dim() - event_dim))
+    return x, _sum_rightmost(ladj, ladj.dim() - (y.dim() - event_dim))
 
 
 class ComposedBijector(Bijector):

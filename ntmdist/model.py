@@ -27,6 +27,7 @@ from .schedule import Schedule
 from .trajectory import TrajectoryDistribution
 from .transforms import MaskedAutoregressive
 from .transporter import Transporter
+from .validation import check_count, check_labels, check_tensor
 
 __all__ = ["NTM"]
 
@@ -64,6 +65,13 @@ class NTM(nn.Module):
         transporter_options: dict | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(event_shape, (int, str)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in event_shape
+        ):
+            raise TypeError(f"event_shape must be a tuple of integers such as (2,), got "
+                            f"{event_shape!r}")
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a Schedule or None, got {type(schedule).__name__}")
         self._config = {
             "event_shape": list(event_shape),
             "schedule": (Schedule() if schedule is None else schedule).config(),
@@ -211,33 +219,57 @@ class NTM(nn.Module):
     ) -> TrajectoryDistribution:
         """The trajectory distribution, conditioned on labels ``y`` (batch shape ``y.shape``)."""
         schedule = self.schedule if schedule is None else schedule
-        grid = schedule.grid_like(self._ref()) if grid is None else grid.to(self._ref())
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a Schedule or None, got {type(schedule).__name__}")
+        if grid is None:
+            grid = schedule.grid_like(self._ref())
+        else:
+            grid = check_tensor(grid, "grid").to(self._ref())
         if y is not None:
             y = torch.as_tensor(y, device=self._ref().device)
             if self.classes is None:
                 raise ValueError("this model is unconditional (classes=None) but got labels y")
+            check_labels(y, self.classes)
         return TrajectoryDistribution(
             self.transporter, self.predictor, grid, tuple(self.event_shape), y,
             self.step_flow, guidance,
         )
 
-    def _check_data(self, x: Tensor) -> None:
-        if not torch.is_tensor(x) or not x.is_floating_point():
-            raise TypeError("data must be a floating point tensor")
+    def _check_data(self, x: Tensor, y: Tensor | None = None) -> Tensor | None:
+        """Check the type and shape of data ``x`` (NaN and inf are refused by
+        :meth:`Schedule.sample`, magnitudes by ``log_prob``) and return labels ``y`` as a tensor
+        on the model's device, checked to match the batch of ``x``."""
+        check_tensor(x, "data", self._ref())
         n = len(self.event_shape)
         if x.dim() < n + 1 or x.shape[x.dim() - n :] != self.event_shape:
             raise ValueError(
                 f"data must have shape (batch, {', '.join(map(str, self.event_shape))}), "
                 f"got {tuple(x.shape)}"
             )
+        if y is None:
+            return None
+        y = torch.as_tensor(y, device=self._ref().device)
+        batch = x.shape[: x.dim() - n]
+        shape = y.shape[:-1] if y.is_floating_point() else y.shape
+        try:
+            ok = torch.broadcast_shapes(shape, batch) == batch
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"labels y of shape {tuple(y.shape)} do not match the data batch "
+                             f"shape {tuple(batch)}")
+        return y
 
     def loss(
         self, x0: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
         r"""Mean trajectory NLL in nats per data dimension, :math:`-E[\log p(traj)] / D`,
         on forward trajectories of ``x0`` ``(batch, *event)`` (``t_min`` drawn per example)."""
-        self._check_data(x0)
+        y = self._check_data(x0, y)
         batch = x0.shape[: x0.dim() - len(self.event_shape)]
+        if batch.numel() == 0:
+            raise ValueError(f"loss needs at least one example, got data of shape "
+                             f"{tuple(x0.shape)}")
         grid = self.schedule.draw_grid(batch, x0, generator)
         traj = self.schedule.sample(x0, len(self.event_shape), generator, grid=grid)
         return -self(y, grid=grid).log_prob(traj).mean() / self.features
@@ -245,7 +277,8 @@ class NTM(nn.Module):
     def _log_weights(
         self, x: Tensor, y: Tensor | None, particles: int, generator: torch.Generator | None
     ) -> Tensor:
-        self._check_data(x)
+        y = self._check_data(x, y)
+        particles = check_count(particles, "particles", 1)
         ev = len(self.event_shape)
         grid = self.schedule.grid_like(x)
         xs = x.expand(particles, *x.shape)
@@ -286,8 +319,13 @@ class NTM(nn.Module):
         if denoise == "learned" and self.denoiser is None:
             raise ValueError("denoise='learned' needs a denoiser: train one with "
                              "ntmdist.distill.fit_denoiser(model, data, steps=...)")
+        n = check_count(n, "n")
         if y is not None:
-            y = torch.as_tensor(y, device=self._ref().device).expand(n)
+            y = torch.as_tensor(y, device=self._ref().device)
+            if y.dim() > 1 or y.numel() not in (1, n):
+                raise ValueError(f"labels y must be one label or {n} labels (one per sample), "
+                                 f"got shape {tuple(y.shape)}")
+            y = y.expand(n)
         dist = self(y, schedule=schedule, guidance=guidance)
         shape = torch.Size(()) if y is not None else torch.Size((n,))
         if denoise == "tweedie":

@@ -36,8 +36,10 @@ class TimeEmbedding(nn.Module):
         if features < 2 or features % 2:
             raise ValueError(f"features must be an even integer >= 2, got {features}")
         self.features = features
-        freqs = torch.exp(torch.linspace(0.0, math.log(max_frequency), features // 2))
-        self.register_buffer("freqs", freqs, persistent=False)
+        # not saved with the weights: computed in float64 and rounded once, so that a model
+        # rebuilt from a checkpoint under any default dtype has bitwise the same frequencies
+        freqs = torch.linspace(0.0, math.log(max_frequency), features // 2, dtype=torch.float64)
+        self.register_buffer("freqs", freqs.exp().to(torch.get_default_dtype()), persistent=False)
 
     def forward(self, t: Tensor) -> Tensor:
         angle = t[..., None] * self.freqs.to(t)

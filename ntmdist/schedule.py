@@ -26,11 +26,16 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
+from .validation import check_generator, check_grid, check_tensor, check_values, validating
+
 __all__ = ["Schedule", "kernel_coefficients", "posterior_coefficients", "trajectory_covariance"]
+
+_TINY_TIME = math.sqrt(torch.finfo(torch.float64).tiny)  # t_1 ** 2 must not underflow
 
 
 def kernel_coefficients(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -94,16 +99,23 @@ class Schedule:
         self.steps = steps
         self.shift = float(shift)
         ks = torch.arange(1, steps + 1, dtype=torch.float64)
-        top = torch.full_like(ks, math.exp(self.shift))
+        try:
+            top = torch.full_like(ks, math.exp(self.shift))
+        except OverflowError:
+            top = torch.full_like(ks, math.inf)
         levels = top / (top + steps / ks - 1)
         levels[-1] = 1.0
+        if not (levels[0] >= _TINY_TIME and (steps == 1 or levels[-2] < 1)):
+            raise ValueError(f"shift={shift!r} puts grid times t_1..t_(T-1) onto 0 or 1 in "
+                             f"float64 (t_1 < {_TINY_TIME:.2g} or t_(T-1) = 1): use a smaller "
+                             "|shift|")
         if isinstance(t_min, (tuple, list)):
             if len(t_min) != 2:
                 raise ValueError(f"t_min range must be (lo, hi), got {t_min!r}")
-            lo, hi = float(t_min[0]), float(t_min[1])
+            lo, hi = _number(t_min[0], "t_min"), _number(t_min[1], "t_min")
             self.t_min_range: tuple[float, float] | None = (lo, hi)
         else:
-            lo = hi = float(t_min)
+            lo = hi = _number(t_min, "t_min")
             self.t_min_range = None
         first = float(levels[0])
         if not (0.0 <= lo <= hi < first):
@@ -141,6 +153,7 @@ class Schedule:
         grid = self.grid_like(ref).expand(*batch_shape, self.steps + 1)
         if self.t_min_range is None:
             return grid
+        check_generator(generator)
         lo, hi = self.t_min_range
         u = torch.rand(batch_shape, dtype=ref.dtype, generator=generator, device="cpu")
         t0 = (lo + (hi - lo) * u).to(ref.device)
@@ -182,14 +195,19 @@ class Schedule:
         Returns:
             The trajectory, shape ``(*batch, T+1, *event)``; level 0 is :math:`x_{t_0}`.
         """
-        if not torch.is_tensor(x0) or not x0.is_floating_point():
-            raise TypeError("x0 must be a floating point tensor")
+        check_tensor(x0, "x0")
+        check_generator(generator)
+        check_values(x0, "x0", validating(), scored=False)
         if event_dim is None:
             event_dim = max(x0.dim() - 1, 1)
         if not 0 <= event_dim <= x0.dim():
             raise ValueError(f"event_dim must be in 0..{x0.dim()}, got {event_dim}")
         batch = x0.shape[: x0.dim() - event_dim]
-        grid = self.grid_like(x0) if grid is None else grid.to(x0)
+        if grid is None:
+            grid = self.grid_like(x0)
+        else:
+            grid = check_grid(check_tensor(grid, "grid").to(x0), self.steps, validating())
+            _check_broadcast(grid, batch)
         grid = grid.expand(*batch, self.steps + 1)
         shape = (*batch, self.steps + 1, *x0.shape[x0.dim() - event_dim :])
         eps = torch.randn(shape, dtype=x0.dtype, generator=generator, device="cpu").to(x0.device)
@@ -213,8 +231,18 @@ class Schedule:
         Returns:
             Log densities of levels ``1..T`` given level 0, shape ``batch``.
         """
+        check_tensor(traj, "traj")
+        if not 0 <= event_dim < traj.dim() or traj.shape[traj.dim() - event_dim - 1] != (
+            self.steps + 1
+        ):
+            raise ValueError(f"traj must have shape (*batch, T+1 = {self.steps + 1}, *event) with "
+                             f"{event_dim} event dimensions, got {tuple(traj.shape)}")
         lead = traj.dim() - event_dim - 1
-        grid = self.grid_like(traj) if grid is None else grid.to(traj)
+        if grid is None:
+            grid = self.grid_like(traj)
+        else:
+            grid = check_grid(check_tensor(grid, "grid").to(traj), self.steps, validating())
+            _check_broadcast(grid, traj.shape[:lead])
         grid = grid.expand(*traj.shape[:lead], self.steps + 1)
         alpha, sigma = kernel_coefficients(grid[..., :-1], grid[..., 1:])
         alpha = alpha.reshape(*alpha.shape, *(1,) * event_dim)
@@ -223,3 +251,22 @@ class Schedule:
         z = (x_t - alpha * x_s) / sigma
         lp = -0.5 * z**2 - sigma.log() - 0.5 * math.log(2 * math.pi)
         return lp.flatten(lead).sum(-1)
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) and not (
+        torch.is_tensor(value) and value.numel() == 1
+    ):
+        raise ValueError(f"{name} must be a number or a (lo, hi) pair, got {value!r}")
+    return float(value)
+
+
+def _check_broadcast(grid: Tensor, batch: torch.Size) -> None:
+    """The grid's batch dimensions must expand to ``batch``."""
+    try:
+        ok = torch.broadcast_shapes(grid.shape[:-1], batch) == batch
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"a grid of shape {tuple(grid.shape)} does not expand to the batch "
+                         f"shape {tuple(batch)} + (T+1,)")

@@ -23,8 +23,19 @@ from pyro.distributions import (
 from torch import Tensor, nn
 
 from .guidance import combine
+from .validation import check_tensor, check_values, reference, validating
 
 __all__ = ["ReverseStep", "predict"]
+
+
+class _Independent(Independent):
+    """Pyro's ``Independent`` with a ``log_prob`` that also works for an empty batch (torch's
+    ``_sum_rightmost`` reshapes to ``-1``, which fails on zero elements)."""
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        lp = self.base_dist.log_prob(value)
+        n = self.reinterpreted_batch_ndims
+        return lp.flatten(lp.dim() - n).sum(-1) if n else lp
 
 
 def predict(
@@ -97,6 +108,8 @@ class ReverseStep(ConditionalDistribution):
         return f"ReverseStep(s={self.s.tolist()}, t={self.t.tolist()})"
 
     def condition(self, x_t: Tensor) -> TransformedDistribution:
+        check_tensor(x_t, "x_t", reference(self.predictor, self.transporter, self.step_flow))
+        check_values(x_t, "x_t", validating())
         ev = len(self.event_shape)
         if x_t.shape[x_t.dim() - ev :] != self.event_shape:
             raise ValueError(
@@ -107,9 +120,11 @@ class ReverseStep(ConditionalDistribution):
         t = self.t.to(x_t).expand(batch)
         u_t = self.transporter(t)(x_t)
         mu, log_sigma, h = predict(self.predictor, u_t, t, self.s, self.y, ev, self.guidance)
-        base = Independent(Normal(mu, log_sigma.exp()), ev)
+        base = _Independent(Normal(mu, log_sigma.exp()), ev)
         transforms = []
         if self.step_flow is not None:
             transforms.append(self.step_flow(h).inv)
         transforms.append(self.transporter(self.s.to(x_t).expand(batch)).inv)
-        return TransformedDistribution(base, transforms)
+        # torch's support check fails on an empty batch (it reshapes zero elements to -1)
+        return TransformedDistribution(base, transforms,
+                                       validate_args=False if batch.numel() == 0 else None)

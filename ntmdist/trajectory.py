@@ -25,6 +25,15 @@ from torch.distributions import constraints
 from .schedule import trajectory_covariance
 from .step import ReverseStep, predict
 from .transforms import call_and_ladj, inverse_and_ladj
+from .validation import (
+    check_generator,
+    check_grid,
+    check_sample_shape,
+    check_tensor,
+    check_values,
+    check_weight,
+    reference,
+)
 
 __all__ = ["TrajectoryDistribution"]
 
@@ -67,14 +76,22 @@ class TrajectoryDistribution(TorchDistribution):
     ) -> None:
         self.transporter, self.predictor, self.step_flow = transporter, predictor, step_flow
         self.level_shape = torch.Size(event_shape)
+        grid = check_grid(grid, validate=False)
         self.steps_count = grid.shape[-1] - 1
         shapes = [torch.Size(batch_shape), grid.shape[:-1]]
         if y is not None:
             shapes.append(y.shape[:-1] if y.is_floating_point() else y.shape)
-        batch = torch.broadcast_shapes(*shapes)
-        self.grid, self.y, self.guidance = grid, y, float(guidance)
+        try:
+            batch = torch.broadcast_shapes(*shapes)
+        except RuntimeError as error:
+            raise ValueError(f"the batch shapes of batch_shape, grid and y do not broadcast: "
+                             f"{', '.join(str(tuple(s)) for s in shapes)}") from error
+        self.grid, self.y = grid, y
+        self.guidance = check_weight(guidance, "guidance")
         event = torch.Size((self.steps_count + 1, *self.level_shape))
         super().__init__(batch, event, validate_args)
+        if self._validate_args:
+            check_grid(grid)
 
     @property
     def support(self) -> constraints.Constraint:
@@ -103,17 +120,19 @@ class TrajectoryDistribution(TorchDistribution):
         )
 
     # -- helpers ---------------------------------------------------------------------------
+    def _ref(self) -> Tensor | None:
+        """A parameter of the networks: the dtype and device inputs must have."""
+        return reference(self.predictor, self.transporter, self.step_flow)
+
     def _check(self, value: Tensor) -> torch.Size:
-        if not torch.is_tensor(value) or not value.is_floating_point():
-            raise TypeError("a trajectory must be a floating point tensor")
+        check_tensor(value, "a trajectory", self._ref())
         n = len(self.event_shape)
         if value.dim() < n or value.shape[value.dim() - n :] != self.event_shape:
             raise ValueError(
                 f"a trajectory must have shape (*batch, {', '.join(map(str, self.event_shape))})"
                 f" = (*batch, T+1, *event), got {tuple(value.shape)}"
             )
-        if self._validate_args and not torch.isfinite(value).all():
-            raise ValueError("the trajectory contains NaN or inf")
+        check_values(value, "the trajectory", self._validate_args)
         try:
             return torch.broadcast_shapes(value.shape[: value.dim() - n], self.batch_shape)
         except RuntimeError as e:
@@ -162,6 +181,7 @@ class TrajectoryDistribution(TorchDistribution):
         This is the Stein score of the trajectory density, not Pyro's ``score_parts``
         (score-function estimator terms).
         """
+        check_tensor(value, "a trajectory", self._ref())
         with torch.enable_grad():
             v = value.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(self.log_prob(v).sum(), v, create_graph=create_graph)
@@ -189,7 +209,8 @@ class TrajectoryDistribution(TorchDistribution):
     ) -> tuple[list[Tensor], Tensor, Tensor]:
         """Ancestral sampling in u-space: returns ``[u_0..u_T]``, log-density terms and the
         grid; nothing is inverted through the transporter here."""
-        shape = torch.Size(sample_shape) + self.batch_shape
+        check_generator(generator)
+        shape = check_sample_shape(sample_shape) + self.batch_shape
         ev, T = len(self.level_shape), self.steps_count
         ref = next(self.predictor.parameters(), self.grid)
         ref = ref if ref.is_floating_point() else self.grid

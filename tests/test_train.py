@@ -57,7 +57,9 @@ def test_loss_decreases_and_global_rng_untouched():
     loss = result.history["loss"]
     assert len(loss) == 100 and all(math.isfinite(v) for v in loss)
     first, last = sum(loss[:10]) / 10, sum(loss[-10:]) / 10
-    assert last < 0.5 * first, (first, last)
+    # the predictor starts as the exact reverse chain of N(0, I) data (about 4.5 nats/dim);
+    # a 2D Gaussian with other moments must still be learned: a full nat per dimension
+    assert last < first - 1.0, (first, last)
 
 
 def test_resume_is_bitwise_exact(tmp_path):

@@ -114,7 +114,8 @@ def test_step_samples_agree_with_log_prob(step_flow, seed):
     model = small_model(features=1, steps=2, step_flow=step_flow, seed=seed, t_min=0.2)
     for step, x_t in zip(model().steps, ([0.3], [-1.2]), strict=True):
         cond = step.condition(torch.tensor(x_t))
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(seed)
             samples = cond.sample((4000,))[:, 0]
             probs = cond.log_prob(samples[:, None]).exp()
         assert auto_goodness_of_fit(samples, probs) > TEST_FAILURE_RATE

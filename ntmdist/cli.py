@@ -1,0 +1,433 @@
+r"""Command line: ``ntmdist fit``, ``ntmdist sample`` and ``ntmdist evaluate``
+(also ``python -m ntmdist``).
+
+.. code-block:: text
+
+    ntmdist fit checkerboard --steps 2000 --out runs/checker  # model.pt metrics.json samples.png
+    ntmdist fit points.npy --T 8 --width 128                  # any float array (N, D)
+    ntmdist sample runs/checker/model.pt --n 5000 --out x.npy --png x.png
+    ntmdist evaluate runs/checker/model.pt checkerboard --particles 256
+
+``fit`` trains an NTM with :func:`ntmdist.train.fit` (atomic, resumable checkpoints) and, for
+the built-in toys, the same chain with Gaussian reverse steps (``transporter=None``) for
+comparison, then evaluates both on held-out data. The NLL is the IWAE bound
+(:meth:`ntmdist.NTM.iwae`), an upper bound on :math:`-\log p(x)` in nats per example (summed over
+dimensions); the energy distance compares samples with held-out data; for toys with a bounded
+support (the checkerboard) the fraction of samples on it is reported. Checkpoints carry the model
+configuration, so ``sample`` and ``evaluate`` need nothing else.
+
+Bad input (an unknown data name, a missing, truncated or foreign checkpoint, data of the wrong
+shape) ends with a one-line message and exit status 2, like any argparse usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import plots
+from .checkpoint import load_checkpoint, plain
+from .data import TOYS, Toy
+from .metrics import energy_distance, fraction_on_support
+from .model import NTM
+from .schedule import Schedule
+from .train import fit
+
+__all__ = ["evaluate_model", "load_array", "load_model", "main"]
+
+_EVAL_SEED = 2**40  # held-out data and evaluation draws: apart from the fit loop's generators
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as ``error: ...`` with exit status 2."""
+
+
+def load_array(path: str | Path) -> Tensor:
+    """A ``.npy`` file holding real numbers ``(N, D)`` as a float32 tensor.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If it is not a readable ``.npy`` array of finite real numbers ``(N, D)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"cannot read {str(path)!r} as a .npy array: {error}") from error
+    if not isinstance(array, np.ndarray) or array.ndim != 2 or 0 in array.shape:
+        shape = getattr(array, "shape", None)
+        raise ValueError(f"{str(path)!r}: expected an array of shape (N, D), got shape {shape}")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{str(path)!r}: expected real numbers, got dtype {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{str(path)!r}: the array contains NaN or inf")
+    return torch.as_tensor(array.astype(np.float32))
+
+
+def _data(spec: str) -> tuple[str, Toy | None, Tensor | None]:
+    """``(name, toy, array)``: a built-in toy (``array`` None) or a ``.npy`` file."""
+    if spec in TOYS:
+        return spec, TOYS[spec], None
+    if not spec.endswith(".npy") and not Path(spec).is_file():
+        raise UsageError(f"unknown data {spec!r}: expected a built-in toy "
+                         f"({', '.join(sorted(TOYS))}) or a path to a .npy file (N, D)")
+    try:
+        return Path(spec).stem, None, load_array(spec)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from error
+
+
+def load_model(path: str | Path, ema: bool = True) -> tuple[NTM, dict[str, Any]]:
+    """Rebuild the NTM saved at ``path`` from its config and load its (EMA) weights.
+
+    Returns the model in eval mode and the checkpoint.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If the file is truncated, corrupt, or not a checkpoint of a config-built NTM.
+    """
+    state = load_checkpoint(path)
+    meta = state.get("meta") if isinstance(state.get("meta"), dict) else {}
+    if meta.get("model_class") != "NTM" or not isinstance(meta.get("model"), dict):
+        raise ValueError(f"{str(path)!r} is a checkpoint of {meta.get('model_class', 'unknown')!r}"
+                         ", not of an NTM with a saved config")
+    try:
+        model = NTM.from_config(meta["model"])
+        weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
+        dtype = next((v.dtype for v in weights.values() if v.is_floating_point()), None)
+        model.to(dtype).load_state_dict(weights)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise ValueError(f"cannot rebuild the model saved in {str(path)!r}: {error}") from error
+    return model.eval(), state
+
+
+def _load_model(path: str) -> tuple[NTM, dict[str, Any]]:
+    try:
+        return load_model(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from error
+
+
+def evaluate_model(
+    model: NTM, heldout: Tensor, toy: Toy | None = None, particles: int = 64,
+    samples: int = 10_000, seed: int = 0,
+) -> tuple[dict[str, float], Tensor]:
+    """Held-out IWAE NLL bound, energy distance, fraction on the support and sampling time.
+
+    Returns the metrics (``nll`` in nats per example, ``nll_per_dim``, ``energy_distance``,
+    ``sample_seconds_per_10k``, and ``on_support`` when ``toy`` has a support) and the samples.
+    """
+    model.eval()
+    g = torch.Generator().manual_seed(_EVAL_SEED + 2 + seed)
+    x = heldout.to(next(model.parameters()).dtype)
+    chunk = max(1, 16384 // particles)
+    with torch.no_grad():
+        bound = torch.cat([model.iwae(c, particles=particles, generator=g)
+                           for c in x.split(chunk)])
+    begin = time.perf_counter()
+    drawn = model.sample(samples, generator=g)
+    seconds = time.perf_counter() - begin
+    nll = -bound.mean().item()
+    metrics = {"nll": nll, "nll_per_dim": nll / model.features, "particles": particles,
+               "energy_distance": energy_distance(drawn, x), "eval_size": len(x),
+               "sample_seconds_per_10k": seconds * 10_000 / samples}
+    if toy is not None and toy.support is not None:
+        metrics["on_support"] = fraction_on_support(drawn, toy.support)
+    return metrics, drawn
+
+
+def _heldout(toy: Toy, size: int, seed: int, offset: int = 0) -> Tensor:
+    return toy.sample(size, generator=torch.Generator().manual_seed(_EVAL_SEED + offset + seed))
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with non-finite floats as ``None`` (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(obj), indent=2) + "\n")
+
+
+def _cell(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}g}" if isinstance(value, (int, float)) else "-"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    columns = [("NLL <= (nats)", "nll"), ("energy dist", "energy_distance"),
+               ("on support", "on_support"), ("train s", "train_seconds"),
+               ("sample s/10k", "sample_seconds_per_10k")]
+    width = max(len(row["label"]) for row in rows) + 2
+    lines = ["model".ljust(width) + "".join(h.rjust(15) for h, _ in columns)]
+    for row in rows:
+        cells = "".join(_cell(row.get(k)).rjust(15) for _, k in columns)
+        lines.append(row["label"].ljust(width) + cells)
+    return "\n".join(lines)
+
+
+def _build(args: argparse.Namespace, dim: int, gaussian: bool) -> NTM:
+    try:
+        schedule = Schedule(steps=args.T, t_min=args.t_min)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model = NTM(
+            (dim,), schedule, None if gaussian else "auto",
+            step_flow=None if gaussian or args.step_flow == "none" else "auto",
+            predictor_options={"width": args.width, "depth": args.depth},
+            transporter_options=None if gaussian else {"hidden": (args.transporter_width,) * 2},
+        )
+    return model.to(torch.float32)
+
+
+def _train(args: argparse.Namespace, model: NTM, data: Any, path: Path, label: str) -> dict:
+    if args.resume and path.is_file():
+        try:
+            state = load_checkpoint(path)
+        except ValueError as error:
+            raise UsageError(f"cannot resume: {error}") from error
+        if state.get("meta", {}).get("model") != plain(model.config()):
+            raise UsageError(f"cannot resume from {str(path)!r}: it holds a model with another "
+                             "configuration; use the same options or another --out")
+        print(f"{label}: resuming from step {state['step']} of {path}")
+    print(f"{label}: training {args.steps} steps -> {path}")
+    result = fit(model, data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                 checkpoint=path, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                 seed=args.seed, progress=args.progress)
+    trained = result.ema_model if result.ema_model is not None else result.model
+    loss = result.history["loss"][-50:]
+    info = {"step": result.step, "train_seconds": load_checkpoint(path)["elapsed"],
+            "train_loss": sum(loss) / max(len(loss), 1)}
+    return {"model": trained, **info}
+
+
+def _split(args: argparse.Namespace, toy: Toy | None, array: Tensor | None) -> tuple[Any, Tensor]:
+    """Training data (a toy sampler or rows) and held-out points (``min(eval_size, N/5)`` rows
+    of an array, drawn at random)."""
+    if toy is not None:
+        return toy.sample, _heldout(toy, args.eval_size, args.seed)
+    if len(array) < 10:
+        raise UsageError(f"{args.data!r} has {len(array)} rows; fit needs at least 10")
+    perm = torch.randperm(len(array), generator=torch.Generator().manual_seed(args.seed))
+    hold = min(args.eval_size, len(array) // 5)
+    return array[perm[hold:]], array[perm[:hold]]
+
+
+def _reference(toy: Toy | None, heldout: Tensor, seed: int) -> dict[str, Any]:
+    """The data's own row: exact NLL, energy distance between two data samples (the noise
+    floor of the estimate), fraction on the support."""
+    row: dict[str, Any] = {"label": "data (held-out)"}
+    if toy is not None:
+        other = _heldout(toy, len(heldout), seed, offset=1)
+        row["energy_distance"] = energy_distance(other, heldout)
+        if toy.log_prob is not None:
+            row["nll"] = -toy.log_prob(heldout.double()).mean().item()
+        if toy.support is not None:
+            row["on_support"] = fraction_on_support(heldout, toy.support)
+    return row
+
+
+def _fit(args: argparse.Namespace) -> None:
+    name, toy, array = _data(args.data)
+    train, heldout = _split(args, toy, array)
+    dim = heldout.shape[1]
+    baseline = toy is not None if args.baseline is None else args.baseline
+    out = Path(args.out or Path("runs") / name)
+    specs = {"ntm": (f"NTM T={args.T}", False, out / "model.pt")}
+    if baseline:
+        specs["gaussian"] = (f"Gaussian T={args.T}", True, out / "baseline.pt")
+    reference = _reference(toy, heldout, args.seed)
+    rows: dict[str, dict[str, Any]] = {}
+    shown = _heldout(toy, args.samples, args.seed, offset=4) if toy is not None else array
+    drawn, trajectories, grid = {"data": shown}, None, None
+    for key, (label, gaussian, path) in specs.items():
+        trained = _train(args, _build(args, dim, gaussian), train, path, label)
+        model = trained.pop("model")
+        metrics, drawn[label] = evaluate_model(model, heldout, toy, args.particles, args.samples,
+                                               args.seed)
+        rows[key] = {"label": label, **trained, **metrics, "checkpoint": str(path)}
+        if trajectories is None:
+            g = torch.Generator().manual_seed(_EVAL_SEED + 3 + args.seed)
+            trajectories, grid = model().sample((2000,), g), model.schedule.grid
+    networks = (f"predictor width {args.width}, depth {args.depth}; transporter hidden "
+                f"{args.transporter_width}x2; step flow {args.step_flow}; {args.steps} steps, "
+                f"batch {args.batch_size}, lr {args.lr:g}")
+    if dim >= 2:
+        plots.overview(drawn, trajectories, grid, out / "samples.png",
+                       title=f"{name}: {networks}")
+    else:
+        plots.scatter_panels(drawn, out / "samples.png")
+    config = {k: v for k, v in vars(args).items() if k not in ("run", "parser")}
+    summary = {"data": name, "event_shape": [dim], "config": plain(config), "models": rows,
+               "reference": reference}
+    _write_json(out / "metrics.json", summary)
+    print(f"\n{name}: {len(heldout)} held-out points; NLL = IWAE bound with {args.particles} "
+          f"particles (nats per example, {dim} dims); {networks}")
+    print(_table([reference, *rows.values()]))
+    print(f"\nwrote {out / 'metrics.json'} and {out / 'samples.png'}")
+
+
+def _sample(args: argparse.Namespace) -> None:
+    model, _ = _load_model(args.checkpoint)
+    schedule = None
+    if args.T is not None and args.T != model.schedule.steps:
+        try:
+            schedule = Schedule(**{**model.schedule.config(), "steps": args.T})
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+        print(f"note: the model was trained with T={model.schedule.steps}; other T only work "
+              "for models trained with several", file=sys.stderr)
+    g = torch.Generator().manual_seed(args.seed)
+    x = model.sample(args.n, generator=g, schedule=schedule)
+    stem = Path(args.checkpoint).with_suffix("")
+    out = Path(args.out or f"{stem}.samples.npy")
+    png = Path(args.png or out.with_suffix(".png"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, x.numpy())
+    steps = args.T or model.schedule.steps
+    if x.dim() == 2:
+        plots.scatter_panels({f"NTM T={steps}, {args.n} samples": x}, png)
+    else:
+        plots.image_grid(x[:64], png)
+    print(f"wrote {out} {tuple(x.shape)} and {png}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    model, state = _load_model(args.checkpoint)
+    name, toy, array = _data(args.data)
+    if array is None:
+        heldout = _heldout(toy, args.eval_size, args.seed)
+    else:
+        g = torch.Generator().manual_seed(args.seed)
+        heldout = array[torch.randperm(len(array), generator=g)[: args.eval_size]]
+    if heldout.shape[1:] != model.event_shape or len(heldout) < 2:
+        raise UsageError(f"data {args.data!r} has shape {tuple(heldout.shape)}; the model in "
+                         f"{args.checkpoint!r} needs (N >= 2, "
+                         f"{', '.join(map(str, model.event_shape))})")
+    metrics, _ = evaluate_model(model, heldout, toy, args.particles, args.samples, args.seed)
+    report = {"checkpoint": str(args.checkpoint), "step": state.get("step"), "data": name,
+              **metrics}
+    out = Path(args.out or f"{Path(args.checkpoint).with_suffix('')}.metrics.json")
+    _write_json(out, report)
+    print(json.dumps(_finite(report), indent=2))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _t_min(text: str) -> float | tuple[float, float]:
+    parts = [float(v) for v in text.split(",")]
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected a number or lo,hi, got {text!r}")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+def _int(parser: argparse.ArgumentParser, flag: str, default: int | None, text: str,
+         metavar: str = "N") -> None:
+    """A positive integer option; its default goes into the help."""
+    suffix = "" if default is None else f" (default {default})"
+    parser.add_argument(flag, type=_positive, default=default, metavar=metavar, help=text + suffix)
+
+
+def _evaluation_options(parser: argparse.ArgumentParser) -> None:
+    _int(parser, "--particles", 64, "IWAE particles of the NLL bound", "K")
+    _int(parser, "--eval-size", 2000, "held-out points: drawn from a toy, or rows of a .npy file "
+         "chosen at random (fit holds out at most a fifth of them)")
+    _int(parser, "--samples", 10_000, "model samples for the metrics and figures")
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _int(parser, "--threads", None, "torch CPU threads (default: torch's choice)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ntmdist`` argument parser with its ``fit``, ``sample`` and ``evaluate`` commands."""
+    parser = argparse.ArgumentParser(
+        prog="ntmdist", description="Normalizing Trajectory Models: train, sample, evaluate.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable, text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(run=run, parser=sub)
+        return sub
+
+    data_help = f"a built-in toy ({', '.join(sorted(TOYS))}) or a .npy file of shape (N, D)"
+    p = command("fit", _fit, "train an NTM (and a Gaussian baseline), evaluate, plot")
+    p.add_argument("data", help=data_help)
+    _int(p, "--steps", 2000, "optimiser steps")
+    _int(p, "--T", 4, "reverse steps", "T")
+    p.add_argument("--t-min", type=_t_min, default=0.0, metavar="T0",
+                   help="time of level 0: a number, or lo,hi drawn per example (default 0)")
+    _int(p, "--batch-size", 512, "examples per step", "B")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    _int(p, "--width", 256, "predictor MLP width", "W")
+    _int(p, "--depth", 4, "predictor residual blocks", "K")
+    _int(p, "--transporter-width", 128, "hidden width of the transporter's networks", "W")
+    p.add_argument("--step-flow", choices=("none", "auto"), default="none",
+                   help="per-step bijectors conditioned on the predictor (default none)")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction,
+                   help="also train the chain with Gaussian steps (default: on for toys)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/<data>)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in DIR")
+    _int(p, "--checkpoint-every", 500, "steps between checkpoints")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show progress bars (default on)")
+    _evaluation_options(p)
+    _common_options(p)
+    p = command("sample", _sample, "draw samples from a checkpoint into .npy and .png")
+    p.add_argument("checkpoint", help="a model.pt written by fit")
+    _int(p, "--n", 10_000, "number of samples")
+    _int(p, "--T", None, "reverse steps (default: the trained T)", "T")
+    p.add_argument("--out", metavar="FILE", help="samples .npy (default CHECKPOINT.samples.npy)")
+    p.add_argument("--png", metavar="FILE", help="figure (default: --out with .png)")
+    _common_options(p)
+    p = command("evaluate", _evaluate, "held-out metrics of a checkpoint, as JSON")
+    p.add_argument("checkpoint", help="a model.pt written by fit")
+    p.add_argument("data", help=data_help)
+    p.add_argument("--out", metavar="FILE", help="JSON file (default CHECKPOINT.metrics.json)")
+    _evaluation_options(p)
+    _common_options(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns 0 on success.
+
+    Usage errors exit with status 2 (:class:`SystemExit`). The number of torch threads is
+    restored on return, so in-process calls leave torch as they found it.
+    """
+    args = build_parser().parse_args(argv)
+    threads = torch.get_num_threads()
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        args.run(args)
+    except UsageError as error:
+        args.parser.error(str(error))
+    finally:
+        torch.set_num_threads(threads)
+    return 0

@@ -67,15 +67,6 @@ def per_kind(kinds: list[str]) -> settings:
     return settings(max_examples=len(kinds) * settings().max_examples)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: intra-op threads only add overhead on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def eps(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps
 

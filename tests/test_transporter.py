@@ -11,7 +11,6 @@ import itertools
 import math
 from typing import NamedTuple
 
-import pytest
 import torch
 import zuko
 from _models import perturb
@@ -24,15 +23,6 @@ import ntmdist as nd
 from ntmdist.transforms import AffineCoupling, CausalTransformerAffine, Permutation
 
 KINDS = ["affine", "spline", "mixed", "tokens"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: intra-op threads only add overhead on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class Spec(NamedTuple):

@@ -74,14 +74,8 @@ class MLPPredictor(nn.Module):
         self.context_head = nn.Linear(width, step_context) if step_context else None
 
     def labels(self, y: Tensor | None, n: int, device: torch.device) -> Tensor:
-        """Labels ``(n,)`` with ``None`` mapped to the null label."""
-        if y is None:
-            return torch.full((n,), self.classes, dtype=torch.long, device=device)
-        if y.is_floating_point():
-            raise TypeError(f"class labels must be an integer tensor, got {y.dtype}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) > self.classes):
-            raise ValueError(f"class labels must be in 0..{self.classes - 1}")
-        return y.expand(n).long()
+        """Labels ``(n,)`` with ``None`` mapped to the null label (see :func:`class_labels`)."""
+        return class_labels(y, self.classes, n, device)
 
     def forward(
         self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None

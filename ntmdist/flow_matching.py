@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .nets import ResidualMLP, TimeEmbedding
+from .nets import ResidualMLP, TimeEmbedding, UNet
 from .predictor import class_labels
 from .schedule import Schedule, posterior_coefficients
 from .train import FitResult, fit
@@ -52,9 +52,10 @@ class Velocity(nn.Module):
 
     The times and labels are embedded into a context :math:`c = [e(t), e(y)]` (``embedding``
     features each; no label part when ``classes=None``) and the backbone computes
-    ``backbone(x, c)`` of the shape of ``x``. The default backbone, for vectors, is the residual
-    MLP of the default predictor (width 256, depth 4) on :math:`[x, c]`; pass ``backbone=``
-    (e.g. a U-Net taking ``(x, c)``) for other events.
+    ``backbone(x, c)`` of the shape of ``x``. The default backbone is that of the default
+    predictor: for vectors the residual MLP (width 256, depth 4) on :math:`[x, c]`, for images
+    ``(C, H, W)`` the FiLM-conditioned :class:`~ntmdist.nets.UNet` (width 64; ``width`` and
+    ``depth`` then unused); pass ``backbone=`` for other events.
 
     Arguments:
         event_shape: Shape of one example (an integer for vectors).
@@ -86,9 +87,12 @@ class Velocity(nn.Module):
         self.context = embedding * (2 if classes else 1)
         self.embed_t = TimeEmbedding(embedding)
         self.label = nn.Embedding(classes + 1, embedding) if classes else None
-        if backbone is None:
+        if backbone is None and len(self.event_shape) == 3:
+            backbone = UNet(shape[0], shape[0], self.context)
+        elif backbone is None:
             if len(self.event_shape) != 1:
-                raise ValueError("the default backbone is for vectors (D,); pass backbone=")
+                raise ValueError("default backbones exist for vectors (D,) and images (C, H, W); "
+                                 "pass backbone=")
             backbone = _MLPBackbone(self.event_shape[0], self.context, width, depth)
         self.backbone = backbone
 

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .predictor import FlowMatchingPredictor, MLPPredictor
+from .predictor import FlowMatchingPredictor, ImagePredictor, MLPPredictor
 from .schedule import Schedule
 from .trajectory import TrajectoryDistribution
 from .transforms import MaskedAutoregressive
@@ -38,16 +38,21 @@ class NTM(nn.Module):
     Arguments:
         event_shape: Shape of one example, e.g. ``(2,)``.
         schedule: The time grid (``Schedule(steps=4)`` by default).
-        transporter: ``"auto"`` (two spline autoregressive blocks for vectors), ``None`` for the
-            identity (Gaussian reverse steps), a :class:`Transporter`, or a list of lazy blocks
-            (ntmdist, zuko or nflows) that accept a 32-feature time context.
-        predictor: A predictor module (``MLPPredictor`` by default).
+        transporter: ``"auto"`` (two spline autoregressive blocks for vectors ``(D,)``, two
+            TarFlow causal-transformer blocks over patches for images ``(C, H, W)``), ``None``
+            for the identity (Gaussian reverse steps), a :class:`Transporter`, or a list of lazy
+            blocks (ntmdist, zuko or nflows) that accept a 32-feature time context.
+        predictor: A predictor module (``MLPPredictor`` for vectors, the U-Net
+            ``ImagePredictor`` for images, by default).
         classes: Number of classes for class-conditional models.
-        step_flow: ``None``, ``"auto"`` (a spline autoregressive bijector per step conditioned on
-            predictor features of :math:`x_t`), or a lazy bijector taking the predictor's extra
-            output as context.
-        predictor_options: Keyword arguments of the default :class:`MLPPredictor`.
-        transporter_options: Keyword arguments of :meth:`Transporter.default`.
+        step_flow: ``None``, ``"auto"`` (vectors: a spline autoregressive bijector per step
+            conditioned on predictor features of :math:`x_t`), or a lazy bijector taking the
+            predictor's extra output as context.
+        predictor_options: Keyword arguments of the default predictor.
+        transporter_options: Keyword arguments of :meth:`Transporter.default` (vectors) or
+            :meth:`Transporter.default_image` (images).
+        label_dropout: Probability of replacing a label by the null label in :meth:`loss` while
+            training (classifier-free guidance); default 0.1 for class-conditional models.
 
     Example:
         >>> model = NTM(event_shape=(2,), schedule=Schedule(steps=4))
@@ -62,7 +67,7 @@ class NTM(nn.Module):
         transporter: str | nn.Module | list[nn.Module] | None = "auto",
         predictor: nn.Module | None = None, classes: int | None = None,
         step_flow: str | nn.Module | None = None, predictor_options: dict | None = None,
-        transporter_options: dict | None = None,
+        transporter_options: dict | None = None, label_dropout: float | None = None,
     ) -> None:
         super().__init__()
         if isinstance(event_shape, (int, str)) or not all(
@@ -81,18 +86,28 @@ class NTM(nn.Module):
             "step_flow": step_flow if step_flow in ("auto", None) else "custom",
             "predictor_options": dict(predictor_options or {}),
             "transporter_options": dict(transporter_options or {}),
+            "label_dropout": label_dropout,
         }
         self.event_shape = torch.Size(event_shape)
         if len(self.event_shape) == 0 or any(d < 1 for d in self.event_shape):
             raise ValueError(f"event_shape must be a non-empty shape, got {tuple(event_shape)}")
         self.schedule = Schedule() if schedule is None else schedule
         self.classes = classes
-        vector = len(self.event_shape) == 1
+        if label_dropout is None:
+            label_dropout = 0.1 if classes else 0.0
+        if not 0 <= label_dropout < 1:
+            raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        self.label_dropout = float(label_dropout)
+        kind = {1: "vector", 3: "image"}.get(len(self.event_shape))
         features = self.event_shape.numel()
+        if kind is None and (transporter == "auto" or predictor is None):
+            raise ValueError("default networks exist for vectors (D,) and images (C, H, W); "
+                             f"for events of shape {tuple(event_shape)} pass transporter= "
+                             "(or None) and predictor=")
         if transporter == "auto":
-            if not vector:
-                raise ValueError("default networks exist for vectors (D,); pass transporter=")
-            transporter = Transporter.default(features, **(transporter_options or {}))
+            build = Transporter.default if kind == "vector" else Transporter.default_image
+            size = features if kind == "vector" else tuple(self.event_shape)
+            transporter = build(size, **(transporter_options or {}))
         elif transporter is None:
             transporter = Transporter(event_dim=len(self.event_shape))
         elif isinstance(transporter, (list, tuple)):
@@ -103,9 +118,12 @@ class NTM(nn.Module):
         context = 64 if step_flow == "auto" else 0
         if isinstance(step_flow, nn.Module):
             context = getattr(step_flow, "context", 0)
-        if predictor is None:
-            if not vector:
-                raise ValueError("default networks exist for vectors (D,); pass predictor=")
+        if step_flow == "auto" and kind != "vector":
+            raise ValueError("step_flow='auto' exists for vectors (D,); pass a lazy bijector")
+        if predictor is None and kind == "image":
+            predictor = ImagePredictor(tuple(self.event_shape), classes=classes,
+                                       **(predictor_options or {}))
+        elif predictor is None:
             predictor = MLPPredictor(features, classes=classes, step_context=context,
                                      **(predictor_options or {}))
         self.predictor = predictor
@@ -147,6 +165,7 @@ class NTM(nn.Module):
                 transporter=config["transporter"], classes=config["classes"],
                 step_flow=config["step_flow"], predictor_options=config["predictor_options"],
                 transporter_options=config["transporter_options"],
+                label_dropout=config.get("label_dropout"),
             )
         if config.get("denoiser") is not None:
             from .distill import Denoiser
@@ -264,8 +283,15 @@ class NTM(nn.Module):
         self, x0: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
         r"""Mean trajectory NLL in nats per data dimension, :math:`-E[\log p(traj)] / D`,
-        on forward trajectories of ``x0`` ``(batch, *event)`` (``t_min`` drawn per example)."""
+        on forward trajectories of ``x0`` ``(batch, *event)`` (``t_min`` drawn per example).
+        In training mode labels are replaced by the null label with probability
+        :attr:`label_dropout` (classifier-free guidance)."""
         y = self._check_data(x0, y)
+        if y is not None and self.classes is not None and self.training and self.label_dropout:
+            check_labels(y, self.classes)
+            drop = torch.rand(y.shape, generator=generator, device=generator.device
+                              if generator is not None else None) < self.label_dropout
+            y = torch.where(drop.to(y.device), torch.full_like(y, self.classes), y)
         batch = x0.shape[: x0.dim() - len(self.event_shape)]
         if batch.numel() == 0:
             raise ValueError(f"loss needs at least one example, got data of shape "

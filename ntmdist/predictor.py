@@ -32,10 +32,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .nets import ResidualMLP, TimeEmbedding, soft_clip
+from .nets import ResidualMLP, TimeEmbedding, UNet, soft_clip
 from .schedule import posterior_coefficients
 
-__all__ = ["FlowMatchingPredictor", "MLPPredictor", "class_labels"]
+__all__ = [
+    "FlowMatchingPredictor", "ImagePredictor", "MLPPredictor", "class_labels", "posterior_form",
+]
 
 
 class MLPPredictor(nn.Module):
@@ -87,15 +89,76 @@ class MLPPredictor(nn.Module):
             raise ValueError("this predictor is unconditional (classes=None) but got labels y")
         h = self.net.features(torch.cat(parts, dim=-1))
         correction, delta = self.net.out(h).chunk(2, dim=-1)
-        a, b, c = (v[:, None] for v in posterior_coefficients(s, t))
-        tt = t[:, None]
-        snr = (1 - tt) ** 2 + tt**2
-        mu = a * u_t + b * ((1 - tt) / snr * u_t + correction)
-        base = 0.5 * torch.log(c**2 + b**2 * tt**2 / snr + self.sigma_min**2)
-        log_sigma = soft_clip(base + delta, self.log_sigma_bound)
+        mu, log_sigma = posterior_form(u_t, t, s, correction, delta, self.sigma_min,
+                                       self.log_sigma_bound)
         if self.context_head is None:
             return mu, log_sigma
         return mu, log_sigma, self.context_head(h)
+
+
+def posterior_form(
+    u_t: Tensor, t: Tensor, s: Tensor, correction: Tensor, delta: Tensor, sigma_min: float,
+    log_sigma_bound: float,
+) -> tuple[Tensor, Tensor]:
+    r"""The posterior-form step :math:`\mu = A u_t + B (m_t u_t + \Delta)`,
+    :math:`\log \sigma = \mathrm{softclip}(\tfrac12 \log(C^2 + B^2 v_t + \sigma_{min}^2)
+    + \delta)` (module docstring) for ``u_t`` ``(N, *event)`` and times ``(N,)``."""
+    shape = (u_t.shape[0],) + (1,) * (u_t.dim() - 1)
+    a, b, c = (v.reshape(shape) for v in posterior_coefficients(s, t))
+    tt = t.reshape(shape)
+    snr = (1 - tt) ** 2 + tt**2
+    mu = a * u_t + b * ((1 - tt) / snr * u_t + correction)
+    base = 0.5 * torch.log(c**2 + b**2 * tt**2 / snr + sigma_min**2)
+    return mu, soft_clip(base + delta, log_sigma_bound)
+
+
+class ImagePredictor(nn.Module):
+    r"""Non-causal convolutional predictor for images ``(N, C, H, W)``: the posterior form of
+    :class:`MLPPredictor` with :math:`(\Delta, \delta)` from a :class:`~ntmdist.nets.UNet`
+    conditioned (FiLM) on the embeddings of :math:`t`, :math:`s` and the class label.
+
+    Arguments:
+        image_shape: :math:`(C, H, W)`.
+        classes: Number of classes (``None`` or label ``classes`` is the null label), or
+            ``None``.
+        width: U-Net channels at full resolution.
+        mults: U-Net channel multipliers per resolution.
+        embedding: Size of each time (and class) embedding.
+        sigma_min, log_sigma_bound: As for :class:`MLPPredictor`.
+
+    Example:
+        >>> P = ImagePredictor((1, 8, 8), classes=10, width=16)
+        >>> u, t, s = torch.randn(5, 1, 8, 8), torch.full((5,), 0.5), torch.full((5,), 0.25)
+        >>> [v.shape for v in P(u, t, s, torch.arange(5))]
+        [torch.Size([5, 1, 8, 8]), torch.Size([5, 1, 8, 8])]
+    """
+
+    def __init__(
+        self, image_shape: tuple[int, int, int], classes: int | None = None, width: int = 64,
+        mults: tuple[int, ...] = (1, 2), embedding: int = 64, sigma_min: float = 1e-2,
+        log_sigma_bound: float = 12.0,
+    ) -> None:
+        super().__init__()
+        self.image_shape, self.classes = tuple(image_shape), classes
+        self.features = int(torch.Size(image_shape).numel())
+        self.sigma_min, self.log_sigma_bound = sigma_min, log_sigma_bound
+        self.embed_t = TimeEmbedding(embedding)
+        self.label = nn.Embedding(classes + 1, embedding) if classes else None
+        context = 2 * embedding + (embedding if classes else 0)
+        channels = self.image_shape[0]
+        self.net = UNet(channels, 2 * channels, context, width=width, mults=tuple(mults))
+
+    def forward(
+        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        parts = [self.embed_t(t), self.embed_t(s)]
+        if self.label is not None:
+            parts.append(self.label(class_labels(y, self.classes, u_t.shape[0], u_t.device)))
+        elif y is not None:
+            raise ValueError("this predictor is unconditional (classes=None) but got labels y")
+        correction, delta = self.net(u_t, torch.cat(parts, dim=-1)).chunk(2, dim=1)
+        return posterior_form(u_t, t, s, correction, delta, self.sigma_min,
+                              self.log_sigma_bound)
 
 
 def class_labels(y: Tensor | None, classes: int, n: int, device: torch.device) -> Tensor:

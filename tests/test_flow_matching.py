@@ -94,8 +94,8 @@ def test_velocity_labels_and_errors():
         v(x, t, torch.full((5,), 5))
     with pytest.raises(ValueError, match="unconditional"):
         fm.Velocity(3, width=16, depth=1)(x, t, torch.zeros(5, dtype=torch.long))
-    with pytest.raises(ValueError, match="vectors"):
-        fm.Velocity((1, 4, 4))
+    with pytest.raises(ValueError, match=r"vectors \(D,\) and images \(C, H, W\)"):
+        fm.Velocity((4, 4))
     loss = fm.velocity_loss(v, x, torch.zeros(5, dtype=torch.long),
                             torch.Generator().manual_seed(0), label_dropout=0.5)
     assert loss.shape == () and loss.requires_grad

@@ -40,6 +40,7 @@ from ntmdist.transforms import (
     CausalTransformerAffine,
     MaskedAutoregressive,
     NflowsBlock,
+    PatchCausalAffine,
     Permutation,
     ZukoBlock,
     as_lazy,
@@ -56,10 +57,10 @@ DTYPES = st.sampled_from([torch.float32, torch.float64])
 BATCHES = st.sampled_from([(), (3,), (3, 4), (2, 3, 4)])
 HIDDEN = st.sampled_from([(), (8,), (16, 16)])
 KINDS = [
-    "maf-affine", "maf-spline", "coupling", "permutation", "transformer",
+    "maf-affine", "maf-spline", "coupling", "permutation", "transformer", "patches",
     "zuko-affine", "zuko-spline", "nflows-affine", "nflows-spline",
 ]
-OWN = ["maf-affine", "maf-spline", "coupling", "permutation", "transformer"]
+OWN = ["maf-affine", "maf-spline", "coupling", "permutation", "transformer", "patches"]
 
 
 def per_kind(kinds: list[str]) -> settings:
@@ -95,6 +96,13 @@ def specs(draw, kind: str, max_features: int = 6) -> Spec:
         event = (draw(st.integers(1, 5)), draw(st.integers(1, 3)))
         heads = draw(st.sampled_from([1, 2]))
         options = dict(width=8 * heads, depth=draw(st.integers(1, 2)), heads=heads,
+                       reverse=draw(st.booleans()))
+        return Spec(kind, event, draw(st.integers(0, 3)), options)
+    if kind == "patches":  # images (C, H, W) cut into p x p patches
+        patch = draw(st.integers(1, 2))
+        event = (draw(st.integers(1, 2)), patch * draw(st.integers(1, 3)),
+                 patch * draw(st.integers(1, 3)))
+        options = dict(patch=patch, width=8, depth=1, heads=draw(st.sampled_from([1, 2])),
                        reverse=draw(st.booleans()))
         return Spec(kind, event, draw(st.integers(0, 3)), options)
     d = draw(st.integers(1, max_features))
@@ -134,6 +142,8 @@ def _module(spec: Spec) -> torch.nn.Module:
         return Permutation(d, **o)
     if kind == "transformer":
         return CausalTransformerAffine(*spec.event, context=c, **o)
+    if kind == "patches":
+        return PatchCausalAffine(spec.event, context=c, **o)
     if kind.startswith("zuko"):
         if kind == "zuko-spline":
             k = o.pop("bins")
@@ -432,7 +442,7 @@ def test_large_inputs_are_finite(spec, seed, scale, dtype, log10):
         assert torch.isfinite(x_back).all() and torch.isfinite(ladj_back).all()
 
 
-ZERO_INIT = ["maf-affine", "maf-spline", "coupling", "transformer"]
+ZERO_INIT = ["maf-affine", "maf-spline", "coupling", "transformer", "patches"]
 
 
 @per_kind(ZERO_INIT)

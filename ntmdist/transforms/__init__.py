@@ -12,6 +12,7 @@ from .base import (
     inverse_and_ladj,
 )
 from .coupling import AffineCoupling
+from .patches import PatchCausalAffine, patchify, unpatchify
 from .permutation import Permutation
 from .spline import rqs_forward, rqs_inverse
 from .transformer import CausalTransformerAffine
@@ -25,11 +26,14 @@ __all__ = [
     "LazyComposed",
     "MaskedAutoregressive",
     "NflowsBlock",
+    "PatchCausalAffine",
     "Permutation",
     "ZukoBlock",
     "as_lazy",
     "call_and_ladj",
     "inverse_and_ladj",
+    "patchify",
     "rqs_forward",
     "rqs_inverse",
+    "unpatchify",
 ]

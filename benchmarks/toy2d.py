@@ -10,11 +10,20 @@ Metrics, on held-out data and 10k samples per model:
 - energy: energy distance to held-out data (unbiased; ~0 means indistinguishable).
 - sample s/10k: wall-clock seconds to draw 10k samples; train s: wall-clock training time.
 
+Issue-5 rows (``--fm-init``, on in the full run): "NTM T=4 from FM + N" is
+``NTM.from_flow_matching`` on the trained flow-matching velocity, fine-tuned ``N = steps // 3``
+steps with the mean-alignment loss (``aux_weight=2.5``), against "NTM T=4 scratch N", the default
+NTM trained from scratch for the same ``N`` steps. "NTM T=4 tweedie" and "NTM T=4 learned" are the
+first NTM sampled with ``denoise="tweedie"`` (one backward pass) and ``denoise="learned"`` (a
+``Denoiser`` trained ``N`` steps by ``ntmdist.distill.fit_denoiser``; its train s is that
+training); their NLL column is the NTM's.
+
 Usage::
 
     python benchmarks/toy2d.py                  # full: 3000 steps, batch 512, all toys
     python benchmarks/toy2d.py --quick          # 300 steps, checkerboard only (a smoke run)
     python benchmarks/toy2d.py --toys checkerboard --steps 3000
+    python benchmarks/toy2d.py --no-fm-init     # without the issue-5 rows
 
 Writes ``benchmarks/results/toy2d.json`` and prints one table per toy with ratios.
 """
@@ -32,6 +41,7 @@ import zuko
 
 import ntmdist as nd
 from ntmdist.data import TOYS, toy
+from ntmdist.distill import fit_denoiser
 from ntmdist.flow_matching import Velocity, velocity_loss
 from ntmdist.flow_matching import sample as fm_sample
 from ntmdist.metrics import energy_distance, fraction_on_support
@@ -59,6 +69,45 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
+def nll_of(model: nd.NTM, held: torch.Tensor, args: argparse.Namespace,
+           g: torch.Generator) -> float:
+    """Mean IWAE NLL bound (nats per example) on the first ``nll_points`` held-out points."""
+    with torch.no_grad():
+        return torch.cat([-model.iwae(c, particles=args.particles, generator=g)
+                          for c in held[: args.nll_points].split(250)]).mean().item()
+
+
+def issue5_rows(velocity: torch.nn.Module, ntm: nd.NTM, draw, held: torch.Tensor,
+                schedule: nd.Schedule, opts: dict, args: argparse.Namespace,
+                g: torch.Generator) -> list[dict]:
+    """FM-initialised fine-tuning vs scratch for N steps; tweedie and learned sampling."""
+    n = max(args.steps // 3, 1)
+    short = dict(opts, steps=n)
+    rows = []
+    with torch.random.fork_rng():
+        torch.manual_seed(args.seed)
+        models = {f"NTM T=4 from FM + {n}": nd.NTM.from_flow_matching(velocity, schedule),
+                  f"NTM T=4 scratch {n}": nd.NTM((2,), schedule)}
+    for label, model in models.items():
+        aux = 2.5 if "from FM" in label else 0.0
+        result, train_s = timed(fit, model, draw, aux_weight=aux, **short)
+        m = result.ema_model
+        with torch.no_grad():
+            samples, sample_s = timed(m.sample, 10_000, generator=g)
+        rows.append(dict(model=label, nll=nll_of(m, held, args, g), samples=samples,
+                         train_s=train_s, sample_s=sample_s))
+    nll = nll_of(ntm, held, args, g)
+    samples, sample_s = timed(ntm.sample, 10_000, denoise="tweedie", generator=g)
+    rows.append(dict(model="NTM T=4 tweedie", nll=nll, samples=samples, train_s=0.0,
+                     sample_s=sample_s))
+    result, train_s = timed(fit_denoiser, ntm, draw, **short)
+    result.apply_ema()
+    samples, sample_s = timed(ntm.sample, 10_000, denoise="learned", generator=g)
+    rows.append(dict(model="NTM T=4 learned", nll=nll, samples=samples, train_s=train_s,
+                     sample_s=sample_s))
+    return rows
+
+
 def run_toy(name: str, args: argparse.Namespace) -> list[dict]:
     data = toy(name)
     draw = lambda n, g: data.sample(n, generator=g)  # noqa: E731
@@ -73,15 +122,14 @@ def run_toy(name: str, args: argparse.Namespace) -> list[dict]:
         velocity = Velocity(2)
         nsf = zuko.flows.NSF(2, transforms=3, hidden_features=(64, 64))
     g = torch.Generator().manual_seed(args.seed + 1)
+    trained = {}
     for label, model in models.items():
         result, train_s = timed(fit, model, draw, **opts)
-        m = result.ema_model
+        m = trained[label] = result.ema_model
         with torch.no_grad():
             samples, sample_s = timed(m.sample, 10_000, generator=g)
-            nll = torch.cat([-m.iwae(c, particles=args.particles, generator=g)
-                             for c in held[: args.nll_points].split(250)]).mean().item()
-        rows.append(dict(model=label, nll=nll, samples=samples, train_s=train_s,
-                         sample_s=sample_s))
+        rows.append(dict(model=label, nll=nll_of(m, held, args, g), samples=samples,
+                         train_s=train_s, sample_s=sample_s))
     result, train_s = timed(fit, velocity, draw, loss_fn=velocity_loss, **opts)
     v = result.ema_model
     for steps in (4, 64):
@@ -95,6 +143,8 @@ def run_toy(name: str, args: argparse.Namespace) -> list[dict]:
         nll = -flow().log_prob(held[: args.nll_points]).mean().item()
     rows.append(dict(model="zuko NSF (3 transforms)", nll=nll, samples=samples, train_s=train_s,
                      sample_s=sample_s))
+    if args.fm_init:
+        rows += issue5_rows(v, trained["NTM T=4"], draw, held, schedule, opts, args, g)
     for row in rows:
         s = row.pop("samples")
         row["toy"] = name
@@ -139,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--fm-init", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the issue-5 rows (FM-initialised fine-tuning, denoisers)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "toy2d.json")
     args = parser.parse_args(argv)
     if args.quick:

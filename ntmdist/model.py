@@ -22,11 +22,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .predictor import FlowMatchingPredictor, ImagePredictor, MLPPredictor
+from .defaults import default_networks
+from .predictor import FlowMatchingPredictor
 from .schedule import Schedule
 from .trajectory import TrajectoryDistribution
-from .transforms import MaskedAutoregressive
-from .transporter import Transporter
 from .validation import check_count, check_labels, check_tensor
 
 __all__ = ["NTM"]
@@ -45,9 +44,10 @@ class NTM(nn.Module):
         predictor: A predictor module (``MLPPredictor`` for vectors, the U-Net
             ``ImagePredictor`` for images, by default).
         classes: Number of classes for class-conditional models.
-        step_flow: ``None``, ``"auto"`` (vectors: a spline autoregressive bijector per step
-            conditioned on predictor features of :math:`x_t`), or a lazy bijector taking the
-            predictor's extra output as context.
+        step_flow: ``None``, ``"auto"`` (the default of :mod:`ntmdist.defaults`: for vectors
+            with the default predictor, a spline autoregressive bijector per step conditioned
+            on predictor features of :math:`x_t`; none otherwise), or a lazy bijector taking
+            the predictor's extra output as context.
         predictor_options: Keyword arguments of the default predictor.
         transporter_options: Keyword arguments of :meth:`Transporter.default` (vectors) or
             :meth:`Transporter.default_image` (images).
@@ -98,40 +98,10 @@ class NTM(nn.Module):
         if not 0 <= label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         self.label_dropout = float(label_dropout)
-        kind = {1: "vector", 3: "image"}.get(len(self.event_shape))
-        features = self.event_shape.numel()
-        if kind is None and (transporter == "auto" or predictor is None):
-            raise ValueError("default networks exist for vectors (D,) and images (C, H, W); "
-                             f"for events of shape {tuple(event_shape)} pass transporter= "
-                             "(or None) and predictor=")
-        if transporter == "auto":
-            build = Transporter.default if kind == "vector" else Transporter.default_image
-            size = features if kind == "vector" else tuple(self.event_shape)
-            transporter = build(size, **(transporter_options or {}))
-        elif transporter is None:
-            transporter = Transporter(event_dim=len(self.event_shape))
-        elif isinstance(transporter, (list, tuple)):
-            transporter = Transporter(transporter, event_dim=len(self.event_shape))
-        if not isinstance(transporter, Transporter):
-            raise TypeError("transporter must be 'auto', None, a Transporter or a list of blocks")
-        self.transporter = transporter
-        context = 64 if step_flow == "auto" else 0
-        if isinstance(step_flow, nn.Module):
-            context = getattr(step_flow, "context", 0)
-        if step_flow == "auto" and kind != "vector":
-            raise ValueError("step_flow='auto' exists for vectors (D,); pass a lazy bijector")
-        if predictor is None and kind == "image":
-            predictor = ImagePredictor(tuple(self.event_shape), classes=classes,
-                                       **(predictor_options or {}))
-        elif predictor is None:
-            predictor = MLPPredictor(features, classes=classes, step_context=context,
-                                     **(predictor_options or {}))
-        self.predictor = predictor
-        if step_flow == "auto":
-            step_flow = MaskedAutoregressive(features, context, "spline", hidden=(128, 128))
-        elif step_flow is not None and not isinstance(step_flow, nn.Module):
-            raise TypeError("step_flow must be None, 'auto' or a lazy bijector module")
-        self.step_flow = step_flow
+        self.transporter, self.predictor, self.step_flow = default_networks(
+            self.event_shape, classes, transporter, predictor, step_flow, predictor_options,
+            transporter_options,
+        )
         self.denoiser: nn.Module | None = None
 
     def config(self) -> dict:

@@ -150,8 +150,7 @@ def test_image_model_samples_bounds_and_guidance():
 def test_unsupported_event_shapes_are_refused():
     with pytest.raises(ValueError, match=r"vectors \(D,\) and images \(C, H, W\)"):
         nd.NTM((3, 4))
-    with pytest.raises(ValueError, match="step_flow='auto' exists for vectors"):
-        nd.NTM((1, 4, 4), step_flow="auto")
+    assert nd.NTM((1, 4, 4), step_flow="auto").step_flow is None  # "auto" for images: none
     assert nd.NTM((3, 4), transporter=None, predictor=nd.MLPPredictor(12)) is not None
 
 

@@ -1,0 +1,80 @@
+r"""Default networks of an NTM per kind of event (DESIGN section 5).
+
+- Vectors ``(D,)``: a transporter of two spline masked-autoregressive blocks (alternating
+  order, time-embedding context, zero-initialised), the residual-MLP predictor
+  (:class:`~ntmdist.predictor.MLPPredictor`, width 256, depth 4) and, with ``step_flow="auto"``,
+  a spline autoregressive bijector per step conditioned on 64 predictor features of
+  :math:`x_t` (DESIGN section 4).
+- Images ``(C, H, W)``: two TarFlow causal-transformer affine blocks over patches (alternating
+  raster order; :meth:`~ntmdist.transporter.Transporter.default_image`) and the FiLM U-Net
+  predictor (:class:`~ntmdist.predictor.ImagePredictor`); ``step_flow="auto"`` is none.
+
+References:
+    | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
+    | Normalizing Flows are Capable Generative Models (Zhai et al., 2024), arXiv 2412.06329
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .predictor import ImagePredictor, MLPPredictor
+from .transforms import MaskedAutoregressive
+from .transporter import Transporter
+
+__all__ = ["STEP_CONTEXT", "default_networks", "event_kind"]
+
+STEP_CONTEXT = 64
+"""Predictor features that condition the default per-step bijector."""
+
+Networks = tuple[Transporter, nn.Module, nn.Module | None]
+
+
+def event_kind(event_shape: torch.Size) -> str | None:
+    """``"vector"`` for ``(D,)``, ``"image"`` for ``(C, H, W)``, ``None`` otherwise."""
+    return {1: "vector", 3: "image"}.get(len(event_shape))
+
+
+def _transporter(transporter: object, event_shape: torch.Size, options: dict) -> Transporter:
+    kind, ev = event_kind(event_shape), len(event_shape)
+    if transporter == "auto" and kind == "vector":
+        return Transporter.default(event_shape.numel(), **options)
+    if transporter == "auto":
+        return Transporter.default_image(tuple(event_shape), **options)
+    if transporter is None:
+        return Transporter(event_dim=ev)
+    if isinstance(transporter, (list, tuple)):
+        return Transporter(transporter, event_dim=ev)
+    if not isinstance(transporter, Transporter):
+        raise TypeError("transporter must be 'auto', None, a Transporter or a list of blocks")
+    return transporter
+
+
+def default_networks(
+    event_shape: torch.Size, classes: int | None, transporter: object, predictor: nn.Module | None,
+    step_flow: object, predictor_options: dict | None, transporter_options: dict | None,
+) -> Networks:
+    """The transporter, predictor and per-step bijector of an NTM, defaults filled in (the
+    arguments are those of :class:`ntmdist.NTM`)."""
+    kind = event_kind(event_shape)
+    if kind is None and (transporter == "auto" or predictor is None):
+        raise ValueError("default networks exist for vectors (D,) and images (C, H, W); for "
+                         f"events of shape {tuple(event_shape)} pass transporter= (or None) "
+                         "and predictor=")
+    if step_flow is not None and step_flow != "auto" and not isinstance(step_flow, nn.Module):
+        raise TypeError("step_flow must be None, 'auto' or a lazy bijector module")
+    if step_flow == "auto" and (kind != "vector" or predictor is not None):
+        step_flow = None  # the default bijector needs the default vector predictor's features
+    transporter = _transporter(transporter, event_shape, dict(transporter_options or {}))
+    features = event_shape.numel()
+    context = STEP_CONTEXT if step_flow == "auto" else getattr(step_flow, "context", 0)
+    if predictor is None and kind == "image":
+        predictor = ImagePredictor(tuple(event_shape), classes=classes,
+                                   **(predictor_options or {}))
+    elif predictor is None:
+        predictor = MLPPredictor(features, classes=classes, step_context=context,
+                                 **(predictor_options or {}))
+    if step_flow == "auto":
+        step_flow = MaskedAutoregressive(features, context, "spline", hidden=(128, 128))
+    return transporter, predictor, step_flow

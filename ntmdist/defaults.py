@@ -2,9 +2,12 @@ r"""Default networks of an NTM per kind of event (DESIGN section 5).
 
 - Vectors ``(D,)``: a transporter of two spline masked-autoregressive blocks (alternating
   order, time-embedding context, zero-initialised), the residual-MLP predictor
-  (:class:`~ntmdist.predictor.MLPPredictor`, width 256, depth 4) and, with ``step_flow="auto"``,
-  a spline autoregressive bijector per step conditioned on 64 predictor features of
-  :math:`x_t` (DESIGN section 4).
+  (:class:`~ntmdist.predictor.MLPPredictor`, width 256, depth 4) and, with ``step_flow="auto"``
+  (the default), a spline autoregressive bijector per step conditioned on 64 predictor features
+  of :math:`x_t` (DESIGN section 4): on the checkerboard it raised the fraction of samples on
+  the support from 86% to 89% at learning rate 1e-3 and to 95% at 2e-3 (README). It is left out
+  with a user's predictor (whose features are unknown) and with ``transporter=None`` (Gaussian
+  steps).
 - Images ``(C, H, W)``: two TarFlow causal-transformer affine blocks over patches (alternating
   raster order; :meth:`~ntmdist.transporter.Transporter.default_image`) and the FiLM U-Net
   predictor (:class:`~ntmdist.predictor.ImagePredictor`); ``step_flow="auto"`` is none.
@@ -64,8 +67,10 @@ def default_networks(
                          "and predictor=")
     if step_flow is not None and step_flow != "auto" and not isinstance(step_flow, nn.Module):
         raise TypeError("step_flow must be None, 'auto' or a lazy bijector module")
-    if step_flow == "auto" and (kind != "vector" or predictor is not None):
-        step_flow = None  # the default bijector needs the default vector predictor's features
+    if step_flow == "auto" and (kind != "vector" or predictor is not None or transporter is None):
+        # the default bijector needs the default vector predictor's features; with the identity
+        # transporter "auto" keeps the reverse steps Gaussian
+        step_flow = None
     transporter = _transporter(transporter, event_shape, dict(transporter_options or {}))
     features = event_shape.numel()
     context = STEP_CONTEXT if step_flow == "auto" else getattr(step_flow, "context", 0)

@@ -66,7 +66,7 @@ class NTM(nn.Module):
         self, event_shape: tuple[int, ...], schedule: Schedule | None = None,
         transporter: str | nn.Module | list[nn.Module] | None = "auto",
         predictor: nn.Module | None = None, classes: int | None = None,
-        step_flow: str | nn.Module | None = None, predictor_options: dict | None = None,
+        step_flow: str | nn.Module | None = "auto", predictor_options: dict | None = None,
         transporter_options: dict | None = None, label_dropout: float | None = None,
     ) -> None:
         super().__init__()

@@ -92,7 +92,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_the_straight_run(tmp_
     assert (killed / "metrics.json").exists() and (killed / "samples.png").exists()
 
     model, _ = load_model(killed / "model.pt")  # the checkpoint alone rebuilds the model
-    assert model.schedule == nd.Schedule(steps=4, t_min=0.0)
+    assert model.schedule == nd.Schedule(steps=4, t_min=(0.0, 0.05), shift=1.0)  # CLI defaults
     assert torch.isfinite(model.sample(16, generator=torch.Generator().manual_seed(0))).all()
 
 

@@ -28,6 +28,7 @@ Usage::
     python benchmarks/toy2d.py --quick          # 300 steps, checkerboard only (a smoke run)
     python benchmarks/toy2d.py --toys checkerboard --steps 3000
     python benchmarks/toy2d.py --no-fm-init     # without the issue-5 rows
+    python benchmarks/toy2d.py --no-paper       # without the paper-configuration row
 
 Writes ``benchmarks/results/toy2d.json`` and prints one table per toy with ratios.
 """
@@ -54,13 +55,13 @@ from ntmdist.train import fit
 HERE = Path(__file__).resolve().parent
 
 
-def ntm_models(schedule: nd.Schedule) -> dict[str, torch.nn.Module]:
+def ntm_models(schedule: nd.Schedule, paper: bool = True) -> dict[str, torch.nn.Module]:
     """The NTM variants compared (built under a fixed seed by the caller)."""
-    return {
-        "NTM T=4": nd.NTM((2,), schedule),
-        "NTM T=4, paper (no step flow)": nd.NTM((2,), schedule, step_flow=None),
-        "Gaussian T=4": nd.NTM((2,), schedule, transporter=None),
-    }
+    models = {"NTM T=4": nd.NTM((2,), schedule)}
+    if paper:
+        models["NTM T=4, paper (no step flow)"] = nd.NTM((2,), schedule, step_flow=None)
+    models["Gaussian T=4"] = nd.NTM((2,), schedule, transporter=None)
+    return models
 
 
 def nsf_loss(flow: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -122,7 +123,7 @@ def run_toy(name: str, args: argparse.Namespace) -> list[dict]:
     rows = []
     with torch.random.fork_rng():
         torch.manual_seed(args.seed)
-        models = ntm_models(schedule)
+        models = ntm_models(schedule, args.paper)
         velocity = Velocity(2)
         nsf = zuko.flows.NSF(2, transforms=3, hidden_features=(64, 64))
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -197,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--fm-init", action=argparse.BooleanOptionalAction, default=True,
                         help="add the issue-5 rows (FM-initialised fine-tuning, denoisers)")
+    parser.add_argument("--paper", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the paper's configuration (no per-step bijector)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "toy2d.json")
     args = parser.parse_args(argv)
     if args.quick:

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,149 +36,25 @@ from torch import Tensor
 from . import plots
 from .checkpoint import load_checkpoint, plain
 from .data import TOYS, Toy
+from .evaluate import (
+    _EVAL_SEED,
+    UsageError,
+    _data,
+    _finite,
+    _heldout,
+    _load_model,
+    _table,
+    _write_json,
+    evaluate_model,
+    load_array,
+    load_model,
+)
 from .metrics import energy_distance, fraction_on_support
 from .model import NTM
 from .schedule import Schedule
 from .train import fit
 
 __all__ = ["evaluate_model", "load_array", "load_model", "main"]
-
-_EVAL_SEED = 2**40  # held-out data and evaluation draws: apart from the fit loop's generators
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as ``error: ...`` with exit status 2."""
-
-
-def load_array(path: str | Path) -> Tensor:
-    """A ``.npy`` file holding real numbers ``(N, D)`` as a float32 tensor.
-
-    Raises:
-        FileNotFoundError: If there is no such file.
-        ValueError: If it is not a readable ``.npy`` array of finite real numbers ``(N, D)``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {str(path)!r}")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"cannot read {str(path)!r} as a .npy array: {error}") from error
-    if not isinstance(array, np.ndarray) or array.ndim != 2 or 0 in array.shape:
-        shape = getattr(array, "shape", None)
-        raise ValueError(f"{str(path)!r}: expected an array of shape (N, D), got shape {shape}")
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"{str(path)!r}: expected real numbers, got dtype {array.dtype}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{str(path)!r}: the array contains NaN or inf")
-    return torch.as_tensor(array.astype(np.float32))
-
-
-def _data(spec: str) -> tuple[str, Toy | None, Tensor | None]:
-    """``(name, toy, array)``: a built-in toy (``array`` None) or a ``.npy`` file."""
-    if spec in TOYS:
-        return spec, TOYS[spec], None
-    if not spec.endswith(".npy") and not Path(spec).is_file():
-        raise UsageError(f"unknown data {spec!r}: expected a built-in toy "
-                         f"({', '.join(sorted(TOYS))}) or a path to a .npy file (N, D)")
-    try:
-        return Path(spec).stem, None, load_array(spec)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(str(error)) from error
-
-
-def load_model(path: str | Path, ema: bool = True) -> tuple[NTM, dict[str, Any]]:
-    """Rebuild the NTM saved at ``path`` from its config and load its (EMA) weights.
-
-    Returns the model in eval mode and the checkpoint.
-
-    Raises:
-        FileNotFoundError: If there is no such file.
-        ValueError: If the file is truncated, corrupt, or not a checkpoint of a config-built NTM.
-    """
-    state = load_checkpoint(path)
-    meta = state.get("meta") if isinstance(state.get("meta"), dict) else {}
-    if meta.get("model_class") != "NTM" or not isinstance(meta.get("model"), dict):
-        raise ValueError(f"{str(path)!r} is a checkpoint of {meta.get('model_class', 'unknown')!r}"
-                         ", not of an NTM with a saved config")
-    try:
-        model = NTM.from_config(meta["model"])
-        weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
-        dtype = next((v.dtype for v in weights.values() if v.is_floating_point()), None)
-        model.to(dtype).load_state_dict(weights)
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-        raise ValueError(f"cannot rebuild the model saved in {str(path)!r}: {error}") from error
-    return model.eval(), state
-
-
-def _load_model(path: str) -> tuple[NTM, dict[str, Any]]:
-    try:
-        return load_model(path)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(str(error)) from error
-
-
-def evaluate_model(
-    model: NTM, heldout: Tensor, toy: Toy | None = None, particles: int = 64,
-    samples: int = 10_000, seed: int = 0,
-) -> tuple[dict[str, float], Tensor]:
-    """Held-out IWAE NLL bound, energy distance, fraction on the support and sampling time.
-
-    Returns the metrics (``nll`` in nats per example, ``nll_per_dim``, ``energy_distance``,
-    ``sample_seconds_per_10k``, and ``on_support`` when ``toy`` has a support) and the samples.
-    """
-    model.eval()
-    g = torch.Generator().manual_seed(_EVAL_SEED + 2 + seed)
-    x = heldout.to(next(model.parameters()).dtype)
-    chunk = max(1, 16384 // particles)
-    with torch.no_grad():
-        bound = torch.cat([model.iwae(c, particles=particles, generator=g)
-                           for c in x.split(chunk)])
-    begin = time.perf_counter()
-    drawn = model.sample(samples, generator=g)
-    seconds = time.perf_counter() - begin
-    nll = -bound.mean().item()
-    metrics = {"nll": nll, "nll_per_dim": nll / model.features, "particles": particles,
-               "energy_distance": energy_distance(drawn, x), "eval_size": len(x),
-               "sample_seconds_per_10k": seconds * 10_000 / samples}
-    if toy is not None and toy.support is not None:
-        metrics["on_support"] = fraction_on_support(drawn, toy.support)
-    return metrics, drawn
-
-
-def _heldout(toy: Toy, size: int, seed: int, offset: int = 0) -> Tensor:
-    return toy.sample(size, generator=torch.Generator().manual_seed(_EVAL_SEED + offset + seed))
-
-
-def _finite(obj: Any) -> Any:
-    """``obj`` with non-finite floats as ``None`` (strict JSON)."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(obj), indent=2) + "\n")
-
-
-def _cell(value: Any, digits: int = 4) -> str:
-    return f"{value:.{digits}g}" if isinstance(value, (int, float)) else "-"
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    columns = [("NLL <= (nats)", "nll"), ("energy dist", "energy_distance"),
-               ("on support", "on_support"), ("train s", "train_seconds"),
-               ("sample s/10k", "sample_seconds_per_10k")]
-    width = max(len(row["label"]) for row in rows) + 2
-    lines = ["model".ljust(width) + "".join(h.rjust(15) for h, _ in columns)]
-    for row in rows:
-        cells = "".join(_cell(row.get(k)).rjust(15) for _, k in columns)
-        lines.append(row["label"].ljust(width) + cells)
-    return "\n".join(lines)
-
 
 def _build(args: argparse.Namespace, dim: int, gaussian: bool) -> NTM:
     try:

@@ -54,14 +54,14 @@ class Velocity(nn.Module):
     features each; no label part when ``classes=None``) and the backbone computes
     ``backbone(x, c)`` of the shape of ``x``. The default backbone is that of the default
     predictor: for vectors the residual MLP (width 256, depth 4) on :math:`[x, c]`, for images
-    ``(C, H, W)`` the FiLM-conditioned :class:`~ntmdist.nets.UNet` (width 64; ``width`` and
-    ``depth`` then unused); pass ``backbone=`` for other events.
+    ``(C, H, W)`` the FiLM-conditioned :class:`~ntmdist.nets.UNet` (width 64; ``depth`` unused);
+    pass ``backbone=`` for other events.
 
     Arguments:
         event_shape: Shape of one example (an integer for vectors).
         classes: Number of classes (labels ``0..classes-1``; ``None`` or label ``classes`` is the
             null label), or ``None`` for an unconditional model.
-        width, depth: Size of the default backbone.
+        width, depth: Size of the default backbone (width: 256 for vectors, 64 for images).
         embedding: Size of each embedding in the context.
         backbone: A module ``backbone(x, c) -> v`` with ``x`` ``(N, *event)`` and ``c``
             ``(N, context)``, replacing the default MLP.
@@ -74,8 +74,9 @@ class Velocity(nn.Module):
     """
 
     def __init__(
-        self, event_shape: int | Sequence[int], classes: int | None = None, width: int = 256,
-        depth: int = 4, embedding: int = 64, backbone: nn.Module | None = None,
+        self, event_shape: int | Sequence[int], classes: int | None = None,
+        width: int | None = None, depth: int = 4, embedding: int = 64,
+        backbone: nn.Module | None = None,
     ) -> None:
         super().__init__()
         shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
@@ -88,12 +89,12 @@ class Velocity(nn.Module):
         self.embed_t = TimeEmbedding(embedding)
         self.label = nn.Embedding(classes + 1, embedding) if classes else None
         if backbone is None and len(self.event_shape) == 3:
-            backbone = UNet(shape[0], shape[0], self.context)
+            backbone = UNet(shape[0], shape[0], self.context, width=width or 64)
         elif backbone is None:
             if len(self.event_shape) != 1:
                 raise ValueError("default backbones exist for vectors (D,) and images (C, H, W); "
                                  "pass backbone=")
-            backbone = _MLPBackbone(self.event_shape[0], self.context, width, depth)
+            backbone = _MLPBackbone(self.event_shape[0], self.context, width or 256, depth)
         self.backbone = backbone
 
     def config(self) -> dict:

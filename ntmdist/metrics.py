@@ -155,8 +155,9 @@ def frechet_distance(feat_a: Tensor | np.ndarray, feat_b: Tensor | np.ndarray) -
 
     with sample means and unbiased sample covariances, in float64. The trace term equals
     :math:`\mathrm{tr} (\Sigma_a \Sigma_b)^{1/2}` (the FID form); the symmetric form used here
-    (``scipy.linalg.sqrtm`` of :math:`\Sigma_a`, then the eigenvalues of a symmetric positive
-    semi-definite matrix) avoids complex round-off, and the result is symmetric in ``a, b``.
+    (the eigen-decomposition square root of :math:`\Sigma_a`, then the eigenvalues of a
+    symmetric positive semi-definite matrix) avoids complex round-off and accepts singular
+    covariances, and the result is symmetric in ``a, b``.
 
     References:
         | GANs Trained by a Two Time-Scale Update Rule (Heusel et al., 2017), arXiv 1706.08500
@@ -167,16 +168,14 @@ def frechet_distance(feat_a: Tensor | np.ndarray, feat_b: Tensor | np.ndarray) -
         >>> round(frechet_distance(a, a + 1.0), 6)  # same covariance: |mean shift|^2
         2.0
     """
-    from scipy.linalg import sqrtm
-
     a = _samples("feat_a", feat_a, 2).numpy()
     b = _samples("feat_b", feat_b, 2).numpy()
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"features must have the same size, got {a.shape[1]} and {b.shape[1]}")
     cov_a = np.atleast_2d(np.cov(a, rowvar=False))
     cov_b = np.atleast_2d(np.cov(b, rowvar=False))
-    root_a = np.real(sqrtm(cov_a))
-    root_a = (root_a + root_a.T) / 2
+    eig_a, vec_a = np.linalg.eigh(cov_a)  # symmetric PSD square root: no complex round-off
+    root_a = (vec_a * np.sqrt(np.clip(eig_a, 0, None))) @ vec_a.T
     middle = root_a @ cov_b @ root_a
     eig = np.linalg.eigvalsh((middle + middle.T) / 2)
     cross = np.sqrt(np.clip(eig, 0, None)).sum()

@@ -207,7 +207,7 @@ class FlowMatchingPredictor(nn.Module):
 
     def __init__(
         self, velocity: nn.Module, features: int, classes: int | None = None, width: int = 128,
-        depth: int = 2, embedding: int = 32, sigma_min: float = 1e-3,
+        depth: int = 2, embedding: int = 32, sigma_min: float = 1e-2,
         log_sigma_bound: float = 12.0,
     ) -> None:
         super().__init__()

@@ -138,7 +138,7 @@ def gaussian_step(v, x_t, s, t, y):
     return a * x_t + b * x0, c.expand(x_t.shape)
 
 
-# the 1e-10 identity holds for every step whose C >= sigma_min (1e-3 by default): with
+# the 1e-10 identity holds for every step whose C >= sigma_min (1e-2 by default): with
 # t_min > 0 (not tiny) that is every step; the t_min = 0 case is checked separately below
 @pytest.mark.parametrize("classes", [None, 3])
 @pytest.mark.parametrize("schedule", [nd.Schedule(4, t_min=0.05), nd.Schedule(3, 0.02, shift=1.0)])

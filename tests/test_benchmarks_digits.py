@@ -1,0 +1,54 @@
+"""``benchmarks/digits.py`` runs end to end on a tiny budget, writes its JSON, caches and reuses
+its classifier, and the split is fixed."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "digits.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("digits_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _module()
+
+
+def test_split_is_fixed_and_disjoint():
+    a, b = bench.split(), bench.split()
+    assert torch.equal(a.held_x, b.held_x) and torch.equal(a.centres, b.centres)
+    assert len(a.centres) == 1497 and len(a.held_x) == 300
+    assert a.held_x.abs().max() < 1
+    x, y = a.per_class(3, torch.Generator().manual_seed(0))
+    assert x.shape == (30, 1, 8, 8) and torch.equal(y, torch.arange(10).repeat_interleave(3))
+
+
+def test_tiny_run_writes_json_and_reuses_the_classifier(tmp_path, monkeypatch, capsys):
+    torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
+    monkeypatch.setattr(bench, "CLASSIFIER_RECIPE", {**bench.CLASSIFIER_RECIPE, "steps": 5})
+    out, cache = tmp_path / "digits.json", tmp_path / "classifier.pt"
+    argv = ["--steps", "3", "--batch-size", "8", "--per-class", "2", "--particles", "2",
+            "--bits-points", "50", "--classifier", str(cache), "--out", str(out)]
+    bench.main(argv)
+    printed = capsys.readouterr().out
+    assert "| NTM T=4 |" in printed and "issue 5" in printed
+    report = json.loads(out.read_text())
+    assert report["classifier"]["trained_now"] and cache.exists()
+    models = {r["model"] for r in report["results"]}
+    assert {"NTM T=4", "Gaussian T=4", "flow matching Euler 4", "flow matching Euler 64",
+            "zuko NSF (same time)", "zuko MAF (same steps)", "NTM T=4 learned"} <= models
+    for r in report["results"]:
+        assert math.isfinite(r["frechet"]) and 0 <= r["accuracy"] <= 1
+        assert r["bits"] is None or math.isfinite(r["bits"])
+    net, accuracy, fresh = bench.load_classifier(bench.split(), cache)
+    assert not fresh and accuracy == report["classifier"]["accuracy"]

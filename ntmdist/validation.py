@@ -7,7 +7,9 @@ or inf, an unknown name). Shape and type checks always run; checks that read ten
 inf, magnitudes, grids) run when validation is on: a distribution's ``validate_args``, else
 torch's default (:meth:`torch.distributions.Distribution.set_default_validate_args`, on unless
 Python runs with ``-O``). Labels are always checked: an out-of-range label would index out of
-bounds deep inside an embedding.
+bounds deep inside an embedding. Inside ``torch.compile`` the value checks are skipped: they read
+tensor values on the host, which would break the graph (torch itself switches the default
+distribution validation off the first time it compiles).
 
 Magnitudes: a value is scored only when :math:`|x| \leq` :func:`magnitude_limit`, the fourth root
 of the largest number of its dtype (about ``4.3e9`` in float32, ``1.2e77`` in float64). Squared
@@ -91,12 +93,13 @@ def check_tensor(value: object, name: str, ref: Tensor | None = None) -> Tensor:
 
 def check_values(value: Tensor, name: str, validate: bool, scored: bool = True) -> None:
     """Refuse NaN, inf and, for a value to be ``scored`` (its density computed), magnitudes
-    beyond :func:`magnitude_limit`, when ``validate`` (one reduction on the fast path).
+    beyond :func:`magnitude_limit`, when ``validate`` (one reduction on the fast path; skipped
+    inside ``torch.compile``).
 
     Raises:
         ValueError: Naming ``name`` and what is wrong.
     """
-    if not validate or value.is_meta or value.numel() == 0:
+    if not validate or value.is_meta or value.numel() == 0 or torch.compiler.is_compiling():
         return
     limit = magnitude_limit(value.dtype)
     if bool((value.abs() <= limit if scored else torch.isfinite(value)).all()):
@@ -125,7 +128,7 @@ def check_grid(grid: object, steps: int | None = None, validate: bool = True,
     if steps is not None and grid.shape[-1] != steps + 1:
         raise ValueError(f"{name} must have T+1 = {steps + 1} times in its last dimension, "
                          f"got shape {tuple(grid.shape)}")
-    if not validate or grid.is_meta or grid.numel() == 0:
+    if not validate or grid.is_meta or grid.numel() == 0 or torch.compiler.is_compiling():
         return grid
     ok = (grid[..., 0] >= 0) & (grid[..., -1] == 1) & (grid.diff(dim=-1) > 0).all(-1)
     ok = ok & (grid[..., 1] >= math.sqrt(torch.finfo(grid.dtype).tiny))

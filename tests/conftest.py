@@ -37,3 +37,15 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def default_validation():
+    """Start every test with torch's distribution validation on (its default) and restore the
+    previous setting: importing zuko, and compiling with ``torch.compile``, switch it off
+    globally, which would otherwise change what later tests check."""
+    dist = torch.distributions.Distribution
+    previous = dist._validate_args
+    dist.set_default_validate_args(True)
+    yield
+    dist.set_default_validate_args(previous)

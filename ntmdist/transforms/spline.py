@@ -32,6 +32,15 @@ MIN_DERIVATIVE = 1e-3
 _IDENTITY_D = math.log(math.expm1(1 - MIN_DERIVATIVE))
 
 
+def _softmax(p: Tensor) -> Tensor:
+    """Softmax over the last dimension. On CPU the kernel for a short last dimension (the ``K``
+    bins) is about 10x slower than the one over a leading dimension, so the bins are moved to the
+    front (same values to within one ulp)."""
+    if p.device.type != "cpu":
+        return F.softmax(p, dim=-1)
+    return F.softmax(p.movedim(-1, 0), dim=0).movedim(0, -1)
+
+
 def rqs_knots(
     widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -40,7 +49,7 @@ def rqs_knots(
     bins = widths.shape[-1]
 
     def cum(p: Tensor) -> Tensor:
-        p = MIN_WIDTH + (1 - MIN_WIDTH * bins) * F.softmax(p, dim=-1)
+        p = MIN_WIDTH + (1 - MIN_WIDTH * bins) * _softmax(p)
         knots = F.pad(torch.cumsum(p, dim=-1), (1, 0))
         knots = 2 * bound * knots - bound
         edge = torch.full_like(knots[..., :1], bound)

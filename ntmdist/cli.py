@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--t-min", type=_t_min, default=(0.0, 0.05), metavar="T0",
                    help="time of level 0: a number, or lo,hi drawn per example (default 0,0.05)")
     p.add_argument("--shift", type=float, default=1.0, metavar="M",
-                   help="SD3-style grid shift m (0: uniform; default 1, measured best on toys)")
+                   help="SD3-style grid shift m (0: uniform; default 1, the best measured on "
+                        "the checkerboard)")
     _int(p, "--batch-size", 512, "examples per step", "B")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     _int(p, "--width", 256, "predictor MLP width", "W")

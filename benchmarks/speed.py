@@ -45,13 +45,13 @@ Writes ``benchmarks/results/speed.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
+from _results import write_results
 from _timing import count, ntm, peak_memory, seconds, table, train_step, zuko_flow
 from torch.distributions import Distribution
 
@@ -306,10 +306,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(previous[0])
         Distribution.set_default_validate_args(previous[1])
     print(report(results), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    args.out.write_text(json.dumps({"config": config, "results": results}, indent=2))
-    print(f"\nwrote {args.out}")
+    print()
+    write_results(args, results=results)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 import zuko
+from _results import write_results
 
 import ntmdist as nd
 from ntmdist.data import TOYS, toy
@@ -240,10 +241,7 @@ def main(argv: list[str] | None = None) -> None:
             results.extend(rows)
     finally:
         torch.set_num_threads(previous)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    args.out.write_text(json.dumps({"config": config, "results": results}, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args, results=results)
 
 
 if __name__ == "__main__":

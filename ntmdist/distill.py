@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .model import NTM
 from .nets import ResidualMLP, TimeEmbedding
-from .predictor import class_labels
+from .predictor import conditioning
 from .train import FitResult, fit
 
 __all__ = ["Denoiser", "denoiser_loss", "fit_denoiser"]
@@ -77,11 +77,7 @@ class Denoiser(nn.Module):
         """The estimate of :math:`x_0`, shaped like ``u`` ``(N, *event)``; ``t0`` ``(N,)``."""
         n = u.shape[0]
         t0 = torch.as_tensor(t0).to(u).expand(n)
-        parts = [u.reshape(n, -1), self.embed_t(t0)]
-        if self.label is not None:
-            parts.append(self.label(class_labels(y, self.classes, n, u.device)))
-        elif y is not None:
-            raise ValueError("this denoiser is unconditional (classes=None) but got labels y")
+        parts = [u.reshape(n, -1), *conditioning(self, (t0,), y, n, u.device, "denoiser")]
         skip = u / (1 - t0).reshape(n, *(1,) * (u.dim() - 1))
         return skip + self.net(torch.cat(parts, dim=-1)).reshape(u.shape)
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .nets import ResidualMLP, TimeEmbedding, UNet
-from .predictor import class_labels
+from .predictor import conditioning
 from .schedule import Schedule, posterior_coefficients
 from .train import FitResult, fit
 
@@ -105,11 +105,8 @@ class Velocity(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The velocity at ``x`` ``(N, *event)``, times ``t`` ``(N,)`` (or a scalar)."""
         n = x.shape[0]
-        c = self.embed_t(torch.as_tensor(t).to(x).expand(n))
-        if self.label is not None:
-            c = torch.cat([c, self.label(class_labels(y, self.classes, n, x.device))], dim=-1)
-        elif y is not None:
-            raise ValueError("this velocity is unconditional (classes=None) but got labels y")
+        t = torch.as_tensor(t).to(x).expand(n)
+        c = torch.cat(conditioning(self, (t,), y, n, x.device, "velocity"), dim=-1)
         return self.backbone(x, c)
 
 

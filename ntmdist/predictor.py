@@ -29,6 +29,8 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -36,7 +38,8 @@ from .nets import ResidualMLP, TimeEmbedding, UNet, soft_clip
 from .schedule import posterior_coefficients
 
 __all__ = [
-    "FlowMatchingPredictor", "ImagePredictor", "MLPPredictor", "class_labels", "posterior_form",
+    "FlowMatchingPredictor", "ImagePredictor", "MLPPredictor", "class_labels", "conditioning",
+    "posterior_form",
 ]
 
 
@@ -82,11 +85,7 @@ class MLPPredictor(nn.Module):
     def forward(
         self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None
     ) -> tuple[Tensor, ...]:
-        parts = [u_t, self.embed_t(t), self.embed_t(s)]
-        if self.label is not None:
-            parts.append(self.label(self.labels(y, u_t.shape[0], u_t.device)))
-        elif y is not None:
-            raise ValueError("this predictor is unconditional (classes=None) but got labels y")
+        parts = [u_t, *conditioning(self, (t, s), y, u_t.shape[0], u_t.device)]
         h = self.net.features(torch.cat(parts, dim=-1))
         correction, delta = self.net.out(h).chunk(2, dim=-1)
         mu, log_sigma = posterior_form(u_t, t, s, correction, delta, self.sigma_min,
@@ -151,11 +150,7 @@ class ImagePredictor(nn.Module):
     def forward(
         self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        parts = [self.embed_t(t), self.embed_t(s)]
-        if self.label is not None:
-            parts.append(self.label(class_labels(y, self.classes, u_t.shape[0], u_t.device)))
-        elif y is not None:
-            raise ValueError("this predictor is unconditional (classes=None) but got labels y")
+        parts = conditioning(self, (t, s), y, u_t.shape[0], u_t.device)
         correction, delta = self.net(u_t, torch.cat(parts, dim=-1)).chunk(2, dim=1)
         return posterior_form(u_t, t, s, correction, delta, self.sigma_min,
                               self.log_sigma_bound)
@@ -170,6 +165,24 @@ def class_labels(y: Tensor | None, classes: int, n: int, device: torch.device) -
     if y.numel() and (int(y.min()) < 0 or int(y.max()) > classes):
         raise ValueError(f"class labels must be in 0..{classes - 1}")
     return y.expand(n).long()
+
+
+def conditioning(
+    module: nn.Module, times: Sequence[Tensor], y: Tensor | None, n: int, device: torch.device,
+    what: str = "predictor",
+) -> list[Tensor]:
+    """The embeddings ``module.embed_t(t)`` of ``times`` and, when ``module.label`` is a class
+    embedding, that of the labels ``y`` (``None``: the null label; see :func:`class_labels`).
+
+    Raises:
+        ValueError: Labels given to an unconditional ``module`` (named ``what``).
+    """
+    parts = [module.embed_t(t) for t in times]
+    if module.label is not None:
+        parts.append(module.label(class_labels(y, module.classes, n, device)))
+    elif y is not None:
+        raise ValueError(f"this {what} is unconditional (classes=None) but got labels y")
+    return parts
 
 
 class FlowMatchingPredictor(nn.Module):
@@ -224,11 +237,7 @@ class FlowMatchingPredictor(nn.Module):
         self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         n = u_t.shape[0]
-        parts = [u_t.reshape(n, -1), self.embed_t(t), self.embed_t(s)]
-        if self.label is not None:
-            parts.append(self.label(class_labels(y, self.classes, n, u_t.device)))
-        elif y is not None:
-            raise ValueError("this predictor is unconditional (classes=None) but got labels y")
+        parts = [u_t.reshape(n, -1), *conditioning(self, (t, s), y, n, u_t.device)]
         v = self.velocity(u_t, t, y)
         shape = (n,) + (1,) * (u_t.dim() - 1)
         a, b, c = (w.reshape(shape) for w in posterior_coefficients(s, t))

@@ -1,27 +1,20 @@
 """``benchmarks/digits.py`` runs end to end on a tiny budget, writes its JSON, caches and reuses
 its classifier, and the split is fixed."""
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import torch
+from _scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "digits.py"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("digits_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
 
 
-bench = _module()
+bench = load_script(SCRIPT, "digits_benchmark")
 
 
 def test_split_is_fixed_and_disjoint():

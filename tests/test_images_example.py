@@ -2,7 +2,6 @@
 resumed run continues from the saved step, a single process trains on a folder of PNGs, and the
 loaders read folders and ``.npy`` arrays or refuse them with a clear message."""
 
-import importlib.util
 import json
 import math
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _scripts import load_script
 from PIL import Image
 
 from ntmdist.checkpoint import load_checkpoint
@@ -25,15 +25,9 @@ TINY = ["--batch-size", "16", "--transporter-width", "8", "--transporter-depth",
         "--no-progress", "--report-weights", "--checkpoint-every", "2"]
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("images_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
 
 
-images = _module()
+images = load_script(EXAMPLE, "images_example")
 
 
 def run(*argv: str, ranks: int | None = None) -> str:

@@ -1,0 +1,20 @@
+"""Import a script (an example or a benchmark) as a module, for tests of its functions."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(path: Path, name: str):
+    """The module of the script at ``path``, registered as ``name``; the script's folder is put on
+    ``sys.path`` first, as when it runs, so that it finds its sibling helpers."""
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module

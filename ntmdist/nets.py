@@ -102,9 +102,13 @@ class MaskedMLP(nn.Module):
     r"""MADE hyper-network: ``(*, D + C) -> (*, D, P)`` with output ``i`` depending only on inputs
     ``j`` that come before ``i`` in ``order`` and on all ``C`` context features.
 
-    Hidden unit degrees cycle through :math:`0..D-1`; input of rank :math:`r` feeds hidden units of
-    degree :math:`\geq r`; output of rank :math:`r` reads hidden units of degree :math:`< r`
-    (ranks start at 1, degree 0 sees only the context).
+    With ``passes`` :math:`G \leq D`, the features are cut in ``order`` into :math:`G` groups
+    whose sizes differ by at most one (larger first), and a feature depends on the groups before
+    its own (:math:`G = D`, the default, is fully autoregressive; :math:`G = 2` is a coupling
+    layer). A feature of group :math:`g` has rank :math:`g \in 1..G`; hidden unit degrees cycle
+    through :math:`0..G-1`; input of rank :math:`r` feeds hidden units of degree :math:`\geq r`;
+    output of rank :math:`r` reads hidden units of degree :math:`< r` (degree 0 sees only the
+    context).
 
     Arguments:
         features: :math:`D`.
@@ -113,25 +117,31 @@ class MaskedMLP(nn.Module):
         order: A permutation of ``range(D)``; ``order[0]`` is transformed first.
         hidden: Hidden widths.
         zero_init: Zero-initialise the output layer (the block starts as a fixed point).
+        passes: :math:`G`, the number of groups (default :math:`D`).
     """
 
     def __init__(
         self, features: int, context: int, params: int, order: Tensor | None = None,
-        hidden: tuple[int, ...] = (128, 128), zero_init: bool = True,
+        hidden: tuple[int, ...] = (128, 128), zero_init: bool = True, passes: int | None = None,
     ) -> None:
         super().__init__()
         order = torch.arange(features) if order is None else torch.as_tensor(order)
         if sorted(order.tolist()) != list(range(features)):
             raise ValueError(f"order must be a permutation of range({features})")
+        passes = features if passes is None else passes
+        if not 1 <= passes <= features:
+            raise ValueError(f"passes must be in 1..{features}, got {passes}")
         rank = torch.empty(features, dtype=torch.long)
-        rank[order] = torch.arange(1, features + 1)
+        sizes = [features // passes + (g < features % passes) for g in range(passes)]
+        rank[order] = torch.arange(1, passes + 1).repeat_interleave(torch.tensor(sizes))
         self.register_buffer("rank", rank, persistent=False)
         self.features, self.context, self.params = features, context, params
+        self.passes = passes
         in_deg = torch.cat([rank, torch.zeros(context, dtype=torch.long)])
         layers: list[nn.Module] = []
         prev = in_deg
         for width in hidden:
-            deg = torch.arange(width) % features
+            deg = torch.arange(width) % passes
             layers += [_MaskedLinear(deg[:, None] >= prev[None, :]), nn.SiLU()]
             prev = deg
         out_deg = rank.repeat_interleave(params)

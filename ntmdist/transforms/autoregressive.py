@@ -6,13 +6,17 @@ features before it in ``order`` and on the context :math:`c`:
 .. math:: y_i = g(x_i; \phi_i(x_{<i}, c)), \qquad
           \log |\det J| = \sum_i \log g'(x_i; \phi_i) .
 
-The forward (data -> noise) direction is one network pass; the inverse takes :math:`D` passes.
-All-zero network outputs give the identity, so a zero-initialised block starts as the identity.
+The forward (data -> noise) direction is one network pass; the inverse takes :math:`D` passes,
+or :math:`G` with ``passes=G``: the features are then cut into :math:`G` groups in ``order`` and
+each group depends on the groups before it (zuko's ``passes``; :math:`G = 2` is a coupling layer,
+Dinh et al., 2017). All-zero network outputs give the identity, so a zero-initialised block
+starts as the identity.
 
 References:
     | Masked Autoregressive Flow for Density Estimation (Papamakarios et al., 2017),
     | arXiv 1705.07057
     | Neural Spline Flows (Durkan et al., 2019), arXiv 1906.04032
+    | Density estimation using Real NVP (Dinh et al., 2017), arXiv 1605.08803
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ class _Autoregressive(Bijector):
     def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         _check(y, self.block.features)
         x = torch.zeros_like(y)
-        for _ in range(self.block.features):
+        for _ in range(self.block.hyper.passes):
             x, ladj = self.block.univariate(y, self.block.hyper(x, self.c), inverse=True)
         return x, ladj.sum(-1)
 
@@ -73,6 +77,8 @@ class MaskedAutoregressive(LazyBijector):
         order: Autoregressive order, a permutation of ``range(D)``.
         hidden: Hidden widths of the MADE hyper-network.
         zero_init: Zero-initialise the output layer so the block starts as the identity.
+        passes: Groups :math:`G` of features, inverted one group per network pass (default
+            :math:`D`, fully autoregressive).
 
     Example:
         >>> block = MaskedAutoregressive(3, context=2, univariate="spline")
@@ -86,7 +92,7 @@ class MaskedAutoregressive(LazyBijector):
     def __init__(
         self, features: int, context: int = 0, univariate: str = "spline", bins: int = 8,
         bound: float = 5.0, order: Tensor | list[int] | None = None,
-        hidden: tuple[int, ...] = (128, 128), zero_init: bool = True,
+        hidden: tuple[int, ...] = (128, 128), zero_init: bool = True, passes: int | None = None,
     ) -> None:
         super().__init__()
         if univariate not in ("affine", "spline"):
@@ -94,10 +100,11 @@ class MaskedAutoregressive(LazyBijector):
         self.features, self.context = features, context
         self.kind, self.bins, self.bound = univariate, bins, bound
         params = 2 if univariate == "affine" else 3 * bins - 1
-        self.hyper = MaskedMLP(features, context, params, order, hidden, zero_init)
+        self.hyper = MaskedMLP(features, context, params, order, hidden, zero_init, passes)
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, context={self.context}, univariate={self.kind!r}"
+        return (f"features={self.features}, context={self.context}, univariate={self.kind!r}, "
+                f"passes={self.hyper.passes}")
 
     def univariate(self, v: Tensor, phi: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         """Apply the univariate map (or its inverse) with parameters ``phi`` ``(*, D, P)``."""

@@ -74,7 +74,12 @@ def rqs_forward(
     x: Tensor, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float = 5.0
 ) -> tuple[Tensor, Tensor]:
     """Element-wise spline ``y = g(x)`` and ``log g'(x)``, both of the shape of ``x``."""
-    xk, yk, dk = rqs_knots(widths, heights, derivatives, bound)
+    return _forward_at(x, *rqs_knots(widths, heights, derivatives, bound), bound)
+
+
+def _forward_at(
+    x: Tensor, xk: Tensor, yk: Tensor, dk: Tensor, bound: float
+) -> tuple[Tensor, Tensor]:
     x = x.expand(torch.broadcast_shapes(x.shape, xk.shape[:-1]))
     xk, yk, dk = (a.expand(*x.shape, a.shape[-1]) for a in (xk, yk, dk))
     inside = (x > -bound) & (x < bound)
@@ -98,7 +103,12 @@ def rqs_inverse(
     y: Tensor, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float = 5.0
 ) -> tuple[Tensor, Tensor]:
     """Element-wise inverse ``x = g^{-1}(y)`` and the forward ``log g'(x)``."""
-    xk, yk, dk = rqs_knots(widths, heights, derivatives, bound)
+    return _inverse_at(y, *rqs_knots(widths, heights, derivatives, bound), bound)
+
+
+def _inverse_at(
+    y: Tensor, xk: Tensor, yk: Tensor, dk: Tensor, bound: float
+) -> tuple[Tensor, Tensor]:
     y = y.expand(torch.broadcast_shapes(y.shape, xk.shape[:-1]))
     xk, yk, dk = (a.expand(*y.shape, a.shape[-1]) for a in (xk, yk, dk))
     inside = (y > -bound) & (y < bound)

@@ -73,13 +73,15 @@ class Transporter(nn.Module):
     def default(
         cls, features: int, blocks: int = 2, univariate: str = "spline", embedding: int = 32,
         hidden: tuple[int, ...] = (128, 128), bins: int = 8, bound: float = 5.0,
+        passes: int | None = None,
     ) -> Transporter:
-        """Masked autoregressive blocks with alternating order (DESIGN section 5, vectors)."""
+        """Masked autoregressive blocks with alternating order (DESIGN section 5, vectors);
+        ``passes`` groups the features (see :class:`~ntmdist.transforms.MaskedAutoregressive`)."""
         order = torch.arange(features)
         made = [
             MaskedAutoregressive(
                 features, embedding, univariate, bins=bins, bound=bound, hidden=hidden,
-                order=order if i % 2 == 0 else order.flip(0),
+                order=order if i % 2 == 0 else order.flip(0), passes=passes,
             )
             for i in range(blocks)
         ]

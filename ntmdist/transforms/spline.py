@@ -51,9 +51,9 @@ def rqs_knots(
     def cum(p: Tensor) -> Tensor:
         p = MIN_WIDTH + (1 - MIN_WIDTH * bins) * _softmax(p)
         knots = F.pad(torch.cumsum(p, dim=-1), (1, 0))
-        knots = 2 * bound * knots - bound
-        edge = torch.full_like(knots[..., :1], bound)
-        return torch.cat([-edge, knots[..., 1:-1], edge], dim=-1)
+        knots = 2 * bound * knots - bound  # knots[..., 0] = -B exactly
+        knots[..., -1] = bound  # exactly, whatever the rounding of the cumulative sum
+        return knots
 
     d = MIN_DERIVATIVE + F.softplus(derivatives + _IDENTITY_D)
     d = F.pad(d, (1, 1), value=1.0)
@@ -61,13 +61,15 @@ def rqs_knots(
 
 
 def _gather(knots: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-    lo = knots.gather(-1, k[..., None]).squeeze(-1)
-    hi = knots.gather(-1, k[..., None] + 1).squeeze(-1)
-    return lo, hi
+    """``knots[..., k]`` and ``knots[..., k + 1]``, in one gather."""
+    return knots.gather(-1, k).unbind(-1)
 
 
 def _bin(edges: Tensor, v: Tensor) -> Tensor:
-    return (v[..., None] >= edges[..., 1:-1]).sum(-1)
+    """Index pairs ``(k, k + 1)`` ``(*, 2)`` of the bin holding ``v``: ``k`` counts the interior
+    edges at or below ``v``."""
+    k = torch.searchsorted(edges[..., 1:-1].contiguous(), v[..., None].contiguous(), right=True)
+    return torch.cat([k, k + 1], dim=-1)
 
 
 def rqs_forward(
@@ -82,7 +84,7 @@ def _forward_at(
 ) -> tuple[Tensor, Tensor]:
     x = x.expand(torch.broadcast_shapes(x.shape, xk.shape[:-1]))
     xk, yk, dk = (a.expand(*x.shape, a.shape[-1]) for a in (xk, yk, dk))
-    inside = (x > -bound) & (x < bound)
+    inside = x.abs() < bound
     k = _bin(xk, x)
     x0, x1 = _gather(xk, k)
     y0, y1 = _gather(yk, k)
@@ -111,7 +113,7 @@ def _inverse_at(
 ) -> tuple[Tensor, Tensor]:
     y = y.expand(torch.broadcast_shapes(y.shape, xk.shape[:-1]))
     xk, yk, dk = (a.expand(*y.shape, a.shape[-1]) for a in (xk, yk, dk))
-    inside = (y > -bound) & (y < bound)
+    inside = y.abs() < bound
     k = _bin(yk, y)
     x0, x1 = _gather(xk, k)
     y0, y1 = _gather(yk, k)

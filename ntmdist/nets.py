@@ -97,6 +97,16 @@ class _MaskedLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.linear(x, self.weight * self.mask, self.bias)
 
+    def _load_from_state_dict(self, state: dict, prefix: str, *args: object) -> None:
+        # a mask built for another order or number of passes would load silently and make the
+        # inverse (which loops over this block's passes) wrong
+        mask = state.get(prefix + "mask")
+        if mask is not None and (mask.shape != self.mask.shape or not torch.equal(
+                mask.to(self.mask), self.mask)):
+            raise ValueError(f"the autoregressive mask {prefix}mask in the state differs from "
+                             "this block's (built with another order or number of passes)")
+        super()._load_from_state_dict(state, prefix, *args)
+
 
 class MaskedMLP(nn.Module):
     r"""MADE hyper-network: ``(*, D + C) -> (*, D, P)`` with output ``i`` depending only on inputs

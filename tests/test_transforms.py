@@ -588,3 +588,17 @@ def test_helpers_leave_the_global_generator_alone():
     build(spec, 7, 0.3, torch.float32)(context(spec, (), 7, torch.float32))(randn((3, 2), 7,
                                                                                   torch.float32))
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_masks_from_another_structure_are_refused():
+    # the inverse loops over the block's own passes: weights of another structure must not load
+    coupling = MaskedAutoregressive(6, 2, passes=2)
+    with pytest.raises(ValueError, match="mask"):
+        MaskedAutoregressive(6, 2).load_state_dict(coupling.state_dict())
+    with pytest.raises(ValueError, match="mask"):
+        MaskedAutoregressive(6, 2, order=list(range(6))[::-1]).load_state_dict(
+            MaskedAutoregressive(6, 2).state_dict())
+    same = MaskedAutoregressive(6, 2, passes=2)
+    same.load_state_dict(coupling.state_dict())
+    x, c = torch.randn(4, 6), torch.randn(2)
+    assert torch.equal(same(c)(x), coupling(c)(x))

@@ -61,11 +61,15 @@ def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def ntm(features: int, steps: int, device: str, step_flow: str | None = "auto") -> nd.NTM:
-    """The default vector NTM of the benchmark (``t_min = 0.05``), seeded."""
+def ntm(features: int, steps: int, device: str, step_flow: str | None = "auto",
+        passes: int | None = None) -> nd.NTM:
+    """The default vector NTM of the benchmark (``t_min = 0.05``), seeded; ``passes`` overrides
+    the transporter's number of passes."""
+    options = {} if passes is None else {"passes": min(passes, features)}
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = nd.NTM((features,), nd.Schedule(steps=steps, t_min=0.05), step_flow=step_flow)
+        model = nd.NTM((features,), nd.Schedule(steps=steps, t_min=0.05), step_flow=step_flow,
+                       transporter_options=options)
     return model.to(device)
 
 

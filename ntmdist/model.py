@@ -50,7 +50,9 @@ class NTM(nn.Module):
             the predictor's extra output as context.
         predictor_options: Keyword arguments of the default predictor.
         transporter_options: Keyword arguments of :meth:`Transporter.default` (vectors) or
-            :meth:`Transporter.default_image` (images).
+            :meth:`Transporter.default_image` (images). For vectors ``passes`` defaults to
+            :func:`ntmdist.defaults.vector_passes` (2 groups of features with the per-step
+            bijector, 4 without; ``passes=D`` is fully autoregressive).
         label_dropout: Probability of replacing a label by the null label in :meth:`loss` while
             training (classifier-free guidance); default 0.1 for class-conditional models.
 
@@ -98,10 +100,11 @@ class NTM(nn.Module):
         if not 0 <= label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         self.label_dropout = float(label_dropout)
-        self.transporter, self.predictor, self.step_flow = default_networks(
+        self.transporter, self.predictor, self.step_flow, options = default_networks(
             self.event_shape, classes, transporter, predictor, step_flow, predictor_options,
             transporter_options,
         )
+        self._config["transporter_options"] = options
         self.denoiser: nn.Module | None = None
 
     def config(self) -> dict:

@@ -5,8 +5,9 @@ and float32. The NTM is the library default for vectors, ``NTM((D,), Schedule(T,
 (spline transporter, residual-MLP predictor of width 256 and depth 4, per-step spline bijector;
 the bijectors' inverses take 2 sequential passes, ``ntmdist.defaults.vector_passes``); "paper"
 is the same without the per-step bijector (the paper's sampler: T predictor steps in u-space and
-one transporter inversion, 4 passes by default) and "paper, 2 passes" its transporter with 2. zuko NSF and MAF have 5 transforms and two hidden layers
-whose width is chosen to match the NTM's parameter count. Flow matching uses a ``Velocity`` with
+one transporter inversion, 4 passes by default) and "paper, 2 passes" its transporter with 2.
+zuko NSF and MAF have 5 transforms and two hidden layers whose width is chosen to match the
+NTM's parameter count. Flow matching uses a ``Velocity`` with
 the predictor's backbone (width 256, depth 4). Distribution value checks are off for every model
 (zuko's import and ``torch.compile`` switch them off globally; this script does so explicitly).
 

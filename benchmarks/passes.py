@@ -34,6 +34,7 @@ from _timing import seconds, table
 
 import ntmdist as nd
 from ntmdist.data import DIGITS_LOG_SCALE, digits
+from ntmdist.defaults import STEP_CONTEXT
 from ntmdist.metrics import bits_per_dim
 from ntmdist.train import fit
 from ntmdist.transforms import MaskedAutoregressive
@@ -45,7 +46,7 @@ D = 64
 def model(passes: int, step_flow: bool) -> nd.NTM:
     """The default vector NTM with ``passes`` groups in its bijectors, seeded."""
     sched = nd.Schedule(4, t_min=(0.0, 0.05), shift=1)
-    flow = MaskedAutoregressive(D, 64, "spline", hidden=(128, 128), passes=passes)
+    flow = MaskedAutoregressive(D, STEP_CONTEXT, "spline", hidden=(128, 128), passes=passes)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return nd.NTM((D,), sched, step_flow=flow if step_flow else None,

@@ -322,13 +322,6 @@ def check_bijector(block, c, event, batch, seed, dtype, xscale) -> None:
 # Jacobian structure: autoregressive order, token order, coupling, permutation.
 
 
-def _group_sizes(d: int, passes: int) -> list[int]:
-    """Sizes of the groups a block with ``passes`` passes inverts one at a time."""
-    sizes = [d // passes + (g < d % passes) for g in range(passes)]
-    assert sum(sizes) == d
-    return sizes
-
-
 @per_kind(["maf-affine", "maf-spline"])
 @given(spec=any_spec(["maf-affine", "maf-spline"]), seed=SEEDS, scale=SCALES,
        xscale=st.floats(0.1, 3.0))
@@ -337,11 +330,13 @@ def test_autoregressive_jacobian_is_triangular_in_order(spec, seed, scale, xscal
     f = block(context(spec, (), seed, torch.float64))
     x = randn((2, *spec.event), seed, torch.float64, xscale)
     jac = jacobians(f, x, 1)
-    d, passes = spec.event[0], spec.options["passes"]
-    rank = torch.empty(d, dtype=torch.long)
-    # the order cut into `passes` consecutive groups of sizes differing by at most one
-    rank[torch.tensor(spec.options["order"])] = torch.cat(
-        [torch.full((n,), g) for g, n in enumerate(_group_sizes(d, passes))])
+    # the groups: the order cut into `passes` consecutive runs, sizes non-increasing and
+    # differing by at most one
+    rank = block.hyper.rank
+    along = rank[torch.tensor(spec.options["order"])]
+    sizes = torch.bincount(along)[1:]
+    assert torch.all(along.diff() >= 0) and len(sizes) == spec.options["passes"]
+    assert torch.all(sizes >= 1) and torch.all(sizes.diff() <= 0) and sizes[0] - sizes[-1] <= 1
     # output i may depend on input j only when j's group comes before i's (or j = i)
     forbidden = (rank[None, :] >= rank[:, None]) & ~torch.eye(spec.event[0], dtype=torch.bool)
     assert torch.all(jac[:, forbidden] == 0)

@@ -1,6 +1,7 @@
 """Import a script (an example or a benchmark) as a module, for tests of its functions."""
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -18,3 +19,11 @@ def load_script(path: Path, name: str):
     sys.modules[name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for running the source tree in a subprocess: this one's, with the
+    repository first on ``PYTHONPATH`` (what was there stays: dependencies may live on it), and
+    ``extra``."""
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}

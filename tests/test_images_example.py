@@ -4,7 +4,6 @@ loaders read folders and ``.npy`` arrays or refuse them with a clear message."""
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _scripts import load_script
+from _scripts import load_script, subprocess_env
 from PIL import Image
 
 from ntmdist.checkpoint import load_checkpoint
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "images.py"
 TINY = ["--batch-size", "16", "--transporter-width", "8", "--transporter-depth", "1",
         "--predictor-width", "8", "--particles", "2", "--eval-size", "20", "--per-class", "2",
-        "--no-progress", "--report-weights", "--checkpoint-every", "2"]
+        "--no-progress", "--report-weights", "--checkpoint-every", "2", "--device", "cpu"]
 
 
 
@@ -36,7 +35,7 @@ def run(*argv: str, ranks: int | None = None) -> str:
     launcher = [sys.executable]
     if ranks is not None:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = subprocess_env(OMP_NUM_THREADS="1")
     proc = subprocess.run([*launcher, str(EXAMPLE), *argv], cwd=ROOT, env=env, text=True,
                           capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

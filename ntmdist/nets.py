@@ -161,13 +161,40 @@ class MaskedMLP(nn.Module):
             nn.init.zeros_(self.out.bias)
         self.hidden = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        if self.context:
-            if c is None:
-                raise ValueError(f"this network expects a context of {self.context} features")
-            batch = torch.broadcast_shapes(x.shape[:-1], c.shape[:-1])
-            x = torch.cat([x.expand(*batch, -1), c.expand(*batch, -1)], dim=-1)
-        return self.out(self.hidden(x)).unflatten(-1, (self.features, self.params))
+    def _inputs(self, x: Tensor, c: Tensor | None) -> Tensor:
+        if not self.context:
+            return x
+        if c is None:
+            raise ValueError(f"this network expects a context of {self.context} features")
+        batch = torch.broadcast_shapes(x.shape[:-1], c.shape[:-1])
+        return torch.cat([x.expand(*batch, -1), c.expand(*batch, -1)], dim=-1)
+
+    def forward(self, x: Tensor, c: Tensor | None = None, features: Tensor | None = None,
+                layers: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
+        """The parameters ``(*, D, P)``; with ``features``, only ``[..., features, :]``, the
+        output layer's rows of the other features skipped (an inverse pass needs one group's
+        parameters), using ``layers`` (:meth:`masked_layers`) when given."""
+        h = self._inputs(x, c)
+        if features is None:
+            return self.out(self.hidden(h)).unflatten(-1, (self.features, self.params))
+        layers = self.masked_layers() if layers is None else layers
+        for weight, bias in layers[:-1]:
+            h = nn.functional.silu(nn.functional.linear(h, weight, bias))
+        rows = (features[:, None] * self.params
+                + torch.arange(self.params, device=features.device)).flatten()
+        weight, bias = layers[-1]
+        out = nn.functional.linear(h, weight[rows], bias[rows])
+        return out.unflatten(-1, (len(features), self.params))
+
+    def group(self, g: int) -> Tensor:
+        """The features of group ``g`` in ``0..G-1`` (rank ``g + 1``), ascending."""
+        return (self.rank == g + 1).nonzero().squeeze(-1)
+
+    def masked_layers(self) -> list[tuple[Tensor, Tensor]]:
+        """The masked ``(weight, bias)`` of every linear layer, the output layer last (computed
+        once for the :math:`G` passes of an inverse)."""
+        linears = [m for m in self.hidden if isinstance(m, _MaskedLinear)] + [self.out]
+        return [(m.weight * m.mask, m.bias) for m in linears]
 
 
 def _groups(channels: int) -> int:

@@ -363,6 +363,21 @@ def test_autoregressive_jacobian_is_triangular_in_order(spec, seed, scale, xscal
     forbidden = (rank[None, :] >= rank[:, None]) & ~torch.eye(spec.event[0], dtype=torch.bool)
     assert torch.all(jac[:, forbidden] == 0)
     assert torch.all(jac.diagonal(dim1=-2, dim2=-1) > 0)
+    # an inverse pass computes one group's parameters only: they are those rows of the full
+    # output, up to the rounding of one output unit (a dot product over the last hidden layer)
+    hyper, c = block.hyper, context(spec, (2,), seed, torch.float64)
+    full, layers = hyper(x, c), hyper.masked_layers()
+    h = hyper.hidden(torch.cat([x, c], -1) if c is not None else x)
+    weight, bias = layers[-1]
+    size = torch.nn.functional.linear(h.abs(), weight.abs(), bias.abs())
+    size = size.unflatten(-1, full.shape[-2:])
+    groups = [hyper.group(g) for g in range(hyper.passes)]
+    assert torch.equal(torch.cat(groups).sort().values, torch.arange(spec.event[0]))
+    for g, features in enumerate(groups):
+        assert torch.all(rank[features] == g + 1)
+        part = hyper(x, c, features, layers)
+        within((part - full[..., features, :]).abs(),
+               eps(torch.float64) * (h.shape[-1] + 1) * size[..., features, :])
 
 
 @given(spec=specs("transformer"), seed=SEEDS, scale=SCALES)

@@ -9,7 +9,9 @@ features before it in ``order`` and on the context :math:`c`:
 The forward (data -> noise) direction is one network pass; the inverse takes :math:`D` passes,
 or :math:`G` with ``passes=G``: the features are then cut into :math:`G` groups in ``order`` and
 each group depends on the groups before it (zuko's ``passes``; :math:`G = 2` is a coupling layer,
-Dinh et al., 2017). All-zero network outputs give the identity, so a zero-initialised block
+Dinh et al., 2017). Inverse pass :math:`g` computes group :math:`g`'s parameters only (the output
+layer's other rows are skipped) and inverts that group's univariate maps, so the element-wise
+work of an inverse is that of one forward. All-zero network outputs give the identity, so a zero-initialised block
 starts as the identity.
 
 References:
@@ -59,10 +61,19 @@ class _Autoregressive(Bijector):
 
     def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         _check(y, self.block.features)
-        x = torch.zeros_like(y)
-        for _ in range(self.block.hyper.passes):
-            x, ladj = self.block.univariate(y, self.block.hyper(x, self.c), inverse=True)
-        return x, ladj.sum(-1)
+        # group g's parameters depend only on the groups before it: pass g computes them (and
+        # only them) from the features found so far and inverts that group's univariate maps
+        hyper = self.block.hyper
+        layers = hyper.masked_layers()
+        if self.c is not None:  # a batch of contexts broadcasts against y's batch
+            y = y.expand(*torch.broadcast_shapes(y.shape[:-1], self.c.shape[:-1]), -1)
+        x, ladj = torch.zeros_like(y), y.new_zeros(())
+        for g in range(hyper.passes):
+            features = hyper.group(g)
+            phi = hyper(x, self.c, features, layers)
+            xg, lg = self.block.univariate(y.index_select(-1, features), phi, inverse=True)
+            x, ladj = x.index_copy(-1, features, xg), ladj + lg.sum(-1)
+        return x, ladj
 
 
 class MaskedAutoregressive(LazyBijector):

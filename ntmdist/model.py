@@ -333,7 +333,7 @@ class NTM(nn.Module):
             return dist.denoise(traj).detach()
         if denoise == "learned":
             with torch.no_grad():
-                us, _, grid = dist._u_chain(shape, generator)
+                us, _, grid = dist._u_chain(shape, generator, logp=False)
                 return self.denoiser(us[0], grid[..., 0], y)
         with torch.no_grad():
             return dist.sample_level0(shape, generator)

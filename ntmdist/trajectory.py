@@ -24,7 +24,7 @@ from torch.distributions import constraints
 
 from .schedule import trajectory_covariance
 from .step import ReverseStep, predict
-from .transforms import call_and_ladj, inverse_and_ladj
+from .transforms import call_and_ladj, inverse, inverse_and_ladj
 from .validation import (
     check_generator,
     check_grid,
@@ -205,10 +205,11 @@ class TrajectoryDistribution(TorchDistribution):
 
     # -- sampling --------------------------------------------------------------------------
     def _u_chain(
-        self, sample_shape: torch.Size, generator: torch.Generator | None
-    ) -> tuple[list[Tensor], Tensor, Tensor]:
-        """Ancestral sampling in u-space: returns ``[u_0..u_T]``, log-density terms and the
-        grid; nothing is inverted through the transporter here."""
+        self, sample_shape: torch.Size, generator: torch.Generator | None, logp: bool = True
+    ) -> tuple[list[Tensor], Tensor | None, Tensor]:
+        """Ancestral sampling in u-space: returns ``[u_0..u_T]``, log-density terms (``None``
+        without ``logp``: samplers skip that work) and the grid; nothing is inverted through the
+        transporter here."""
         check_generator(generator)
         shape = check_sample_shape(sample_shape) + self.batch_shape
         ev, T = len(self.level_shape), self.steps_count
@@ -219,18 +220,21 @@ class TrajectoryDistribution(TorchDistribution):
                         dtype=ref.dtype, device="cpu").to(ref.device)
         y = self._labels(shape)
         us = [z[T]]
-        logp = _std_normal(z[T], ev)
+        total = _std_normal(z[T], ev) if logp else None
         for k in range(T, 0, -1):
             mu, log_sigma, h = predict(self.predictor, us[0], grid[..., k], grid[..., k - 1], y,
                                        ev, self.guidance)
             v = mu + log_sigma.exp() * z[k - 1]
-            logp = logp + _std_normal(z[k - 1], ev) - log_sigma.flatten(len(shape)).sum(-1)
             u = v
-            if self.step_flow is not None:
+            if logp:
+                total = total + _std_normal(z[k - 1], ev) - log_sigma.flatten(len(shape)).sum(-1)
+            if self.step_flow is not None and logp:
                 u, ladj = inverse_and_ladj(self.step_flow(h), v, ev)
-                logp = logp + ladj
+                total = total + ladj
+            elif self.step_flow is not None:
+                u = inverse(self.step_flow(h), v)
             us.insert(0, u)
-        return us, logp, grid
+        return us, total, grid
 
     def rsample_and_log_prob(
         self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
@@ -261,5 +265,5 @@ class TrajectoryDistribution(TorchDistribution):
     ) -> Tensor:
         """Level 0 only, ``sample_shape + batch_shape + event``: T predictor steps in u-space and
         one transporter inversion (the fast path of ``NTM.sample``)."""
-        us, _, grid = self._u_chain(torch.Size(sample_shape), generator)
-        return self.transporter(grid[..., 0]).inv(us[0])
+        us, _, grid = self._u_chain(torch.Size(sample_shape), generator, logp=False)
+        return inverse(self.transporter(grid[..., 0]), us[0])

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .nets import TimeEmbedding
 from .transforms import ComposedBijector, MaskedAutoregressive, PatchCausalAffine, as_lazy
-from .transforms.base import Bijector, call_and_ladj, inverse_and_ladj
+from .transforms.base import Bijector, call_and_ladj, inverse, inverse_and_ladj
 
 __all__ = ["Transporter"]
 
@@ -38,6 +38,10 @@ class _AtTime(Bijector):
 
     def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         return self._gate(y, *inverse_and_ladj(self.inner, y, self.event_dim))
+
+    def _backward_only(self, y: Tensor) -> Tensor:
+        top = self.top.reshape(*self.top.shape, *(1,) * self.event_dim)
+        return torch.where(top, y, inverse(self.inner, y))
 
 
 class Transporter(nn.Module):

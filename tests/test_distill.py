@@ -113,16 +113,18 @@ def test_learned_denoise_needs_no_inversion_and_no_backward(monkeypatch):
         model.sample(4, denoise="learned")
     model.denoiser = distill.Denoiser(2, classes=3, width=16, depth=1).double()
     calls = {"inverse": 0}
-    inverse = _AtTime._backward
 
-    def counting(self, y):
-        calls["inverse"] += 1
-        return inverse(self, y)
+    def counting(method):
+        def counted(self, y):
+            calls["inverse"] += 1
+            return method(self, y)
+        return counted
 
     def no_backward(*args, **kwargs):
         raise AssertionError("autograd backward pass during sampling")
 
-    monkeypatch.setattr(_AtTime, "_backward", counting)
+    for name in ("_backward", "_backward_only"):  # with and without the log-determinant
+        monkeypatch.setattr(_AtTime, name, counting(getattr(_AtTime, name)))
     monkeypatch.setattr(torch.autograd, "grad", no_backward)
     monkeypatch.setattr(torch.autograd, "backward", no_backward)
     g = torch.Generator().manual_seed(0)

@@ -157,6 +157,11 @@ def test_sample_level0_matches_trajectory_level0():
     a = dist.sample((5,), generator=torch.Generator().manual_seed(3))[:, 0]
     b = dist.sample_level0((5,), generator=torch.Generator().manual_seed(3))
     assert torch.allclose(a, b, atol=1e-10)
+    # the sampler skips the log-density work: the same levels, bit for bit
+    us, logp, _ = dist._u_chain(torch.Size([5]), torch.Generator().manual_seed(3))
+    fast, none, _ = dist._u_chain(torch.Size([5]), torch.Generator().manual_seed(3), logp=False)
+    assert none is None and logp.shape == (5,)
+    assert all(torch.equal(u, v) for u, v in zip(us, fast, strict=True))
 
 
 def test_bounds_elbo_iwae_marginal_1d():

@@ -9,6 +9,7 @@ from .base import (
     LazyBijector,
     LazyComposed,
     call_and_ladj,
+    inverse,
     inverse_and_ladj,
 )
 from .coupling import AffineCoupling
@@ -31,6 +32,7 @@ __all__ = [
     "ZukoBlock",
     "as_lazy",
     "call_and_ladj",
+    "inverse",
     "inverse_and_ladj",
     "patchify",
     "rqs_forward",

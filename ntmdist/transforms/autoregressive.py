@@ -11,8 +11,8 @@ or :math:`G` with ``passes=G``: the features are then cut into :math:`G` groups 
 each group depends on the groups before it (zuko's ``passes``; :math:`G = 2` is a coupling layer,
 Dinh et al., 2017). Inverse pass :math:`g` computes group :math:`g`'s parameters only (the output
 layer's other rows are skipped) and inverts that group's univariate maps, so the element-wise
-work of an inverse is that of one forward. All-zero network outputs give the identity, so a zero-initialised block
-starts as the identity.
+work of an inverse is that of one forward. All-zero network outputs give the identity, so a
+zero-initialised block starts as the identity.
 
 References:
     | Masked Autoregressive Flow for Density Estimation (Papamakarios et al., 2017),
@@ -60,6 +60,12 @@ class _Autoregressive(Bijector):
         return y, ladj.sum(-1)
 
     def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self._invert(y, ladj=True)
+
+    def _backward_only(self, y: Tensor) -> Tensor:
+        return self._invert(y, ladj=False)[0]
+
+    def _invert(self, y: Tensor, ladj: bool) -> tuple[Tensor, Tensor]:
         _check(y, self.block.features)
         # group g's parameters depend only on the groups before it: pass g computes them (and
         # only them) from the features found so far and inverts that group's univariate maps
@@ -67,13 +73,14 @@ class _Autoregressive(Bijector):
         layers = hyper.masked_layers()
         if self.c is not None:  # a batch of contexts broadcasts against y's batch
             y = y.expand(*torch.broadcast_shapes(y.shape[:-1], self.c.shape[:-1]), -1)
-        x, ladj = torch.zeros_like(y), y.new_zeros(())
+        x, total = torch.zeros_like(y), y.new_zeros(())
         for g in range(hyper.passes):
             features = hyper.group(g)
-            phi = hyper(x, self.c, features, layers)
-            xg, lg = self.block.univariate(y.index_select(-1, features), phi, inverse=True)
-            x, ladj = x.index_copy(-1, features, xg), ladj + lg.sum(-1)
-        return x, ladj
+            phi = hyper(x, self.c, g, layers)
+            xg, lg = self.block.univariate(y.index_select(-1, features), phi, True, ladj)
+            x = x.index_copy(-1, features, xg)
+            total = total + lg.sum(-1) if ladj else total
+        return x, total
 
 
 class MaskedAutoregressive(LazyBijector):
@@ -117,13 +124,18 @@ class MaskedAutoregressive(LazyBijector):
         return (f"features={self.features}, context={self.context}, univariate={self.kind!r}, "
                 f"passes={self.hyper.passes}")
 
-    def univariate(self, v: Tensor, phi: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        """Apply the univariate map (or its inverse) with parameters ``phi`` ``(*, D, P)``."""
+    def univariate(
+        self, v: Tensor, phi: Tensor, inverse: bool, ladj: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Apply the univariate map (or its inverse) with parameters ``phi`` ``(*, D, P)``; an
+        inverse without ``ladj`` may return ``None`` for it."""
         if self.kind == "affine":
             return (affine_inverse if inverse else affine_forward)(v, phi)
         k = self.bins
         w, h, d = phi[..., :k], phi[..., k : 2 * k], phi[..., 2 * k :]
-        return (rqs_inverse if inverse else rqs_forward)(v, w, h, d, self.bound)
+        if inverse:
+            return rqs_inverse(v, w, h, d, self.bound, ladj)
+        return rqs_forward(v, w, h, d, self.bound)
 
     def forward(self, c: Tensor | None = None) -> Bijector:
         if self.context and c is None:

@@ -27,6 +27,7 @@ __all__ = [
     "LazyBijector",
     "LazyComposed",
     "call_and_ladj",
+    "inverse",
     "inverse_and_ladj",
 ]
 
@@ -65,6 +66,11 @@ class Bijector(Transform):
     @abc.abstractmethod
     def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(x, ladj)``: ``x = f^{-1}(y)`` and the forward log-determinant at ``x``."""
+
+    def _backward_only(self, y: Tensor) -> Tensor:
+        """``f^{-1}(y)`` without the log-determinant (samplers; subclasses that can skip its
+        work override this)."""
+        return self._backward(y)[0]
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         y, ladj = self._forward(x)
@@ -119,6 +125,14 @@ def inverse_and_ladj(transform: Transform, y: Tensor, event_dim: int) -> tuple[T
     return x, _sum_rightmost(ladj, ladj.dim() - (y.dim() - event_dim))
 
 
+def inverse(transform: Transform, y: Tensor) -> Tensor:
+    """``f^{-1}(y)`` of any torch ``Transform``; an ntmdist bijector skips the log-determinant
+    (and, unlike ``transform.inv``, leaves the ``log_abs_det_jacobian`` cache alone)."""
+    if isinstance(transform, Bijector):
+        return transform._backward_only(y)
+    return transform.inv(y)
+
+
 class ComposedBijector(Bijector):
     r"""Composition :math:`f = f_n \circ \dots \circ f_1` with summed ``ladj``.
 
@@ -144,6 +158,11 @@ class ComposedBijector(Bijector):
             y, ladj = inverse_and_ladj(t, y, self.event_dim)
             total = total + ladj
         return y, total
+
+    def _backward_only(self, y: Tensor) -> Tensor:
+        for t in reversed(self.transforms):
+            y = inverse(t, y)
+        return y
 
 
 class LazyBijector(nn.Module, abc.ABC):

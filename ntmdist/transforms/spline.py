@@ -102,15 +102,17 @@ def _forward_at(
 
 
 def rqs_inverse(
-    y: Tensor, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float = 5.0
-) -> tuple[Tensor, Tensor]:
-    """Element-wise inverse ``x = g^{-1}(y)`` and the forward ``log g'(x)``."""
-    return _inverse_at(y, *rqs_knots(widths, heights, derivatives, bound), bound)
+    y: Tensor, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float = 5.0,
+    ladj: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    """Element-wise inverse ``x = g^{-1}(y)`` and the forward ``log g'(x)`` (``None`` when
+    ``ladj`` is false: a sampler skips its work)."""
+    return _inverse_at(y, *rqs_knots(widths, heights, derivatives, bound), bound, ladj)
 
 
 def _inverse_at(
-    y: Tensor, xk: Tensor, yk: Tensor, dk: Tensor, bound: float
-) -> tuple[Tensor, Tensor]:
+    y: Tensor, xk: Tensor, yk: Tensor, dk: Tensor, bound: float, ladj: bool = True
+) -> tuple[Tensor, Tensor | None]:
     y = y.expand(torch.broadcast_shapes(y.shape, xk.shape[:-1]))
     xk, yk, dk = (a.expand(*y.shape, a.shape[-1]) for a in (xk, yk, dk))
     inside = y.abs() < bound
@@ -126,10 +128,10 @@ def _inverse_at(
     c = -s * dy
     disc = (b**2 - 4 * a * c).clamp_min(0)
     xi = ((2 * c) / (-b - disc.sqrt())).clamp(0, 1)
-    x = x0 + xi * w
+    x = torch.where(inside, x0 + xi * w, y)
+    if not ladj:
+        return x, None
     xi1 = xi * (1 - xi)
     den = s + (d1 + d0 - 2 * s) * xi1
     dydx = s**2 * (d1 * xi**2 + 2 * s * xi1 + d0 * (1 - xi) ** 2) / den**2
-    x = torch.where(inside, x, y)
-    ladj = torch.where(inside, dydx.log(), torch.zeros_like(y))
-    return x, ladj
+    return x, torch.where(inside, dydx.log(), torch.zeros_like(y))

@@ -1,0 +1,70 @@
+"""``benchmarks/ablate.py`` builds the default NTM unless told otherwise, changes only the knobs
+it is given, and runs end to end on a tiny budget."""
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from _scripts import load_script
+
+import ntmdist as nd
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "ablate.py"
+bench = load_script(SCRIPT, "ablate_benchmark")
+
+
+def parse(*argv: str):
+    args = []
+
+    def capture(a):
+        args.append(a)
+        return {"tag": a.tag, "nll": 0.0, "on_support": 0.0, "energy": 0.0, "train_s": 0.0}
+
+    original, bench.run = bench.run, capture
+    try:
+        bench.main([*argv, "--out", "/dev/null"])
+    finally:
+        bench.run = original
+    return args[0]
+
+
+def shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+
+
+def test_no_knobs_is_the_library_default():
+    args = parse()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        built = bench.build(args)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        default = nd.NTM((2,), nd.Schedule(steps=4, t_min=(0.0, 0.05), shift=1.0))
+    assert shapes(built) == shapes(default)
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(),
+                                                 default.state_dict().values(), strict=True))
+
+
+def test_knobs_change_what_they_name():
+    model = bench.build(parse("--step-bins", "16", "--predictor-depth", "6"))
+    assert model.step_flow.bins == 16 and model.step_flow.hyper.passes == 2
+    assert [b.bins for b in model.transporter.blocks] == [8, 8]
+    assert len(model.predictor.net.blocks) == 6
+    model = bench.build(parse("--blocks", "3", "--bins", "16", "--t-min-hi", "0"))
+    assert [b.bins for b in model.transporter.blocks] == [16, 16, 16]
+    assert model.step_flow.bins == 8 and model.schedule.grid[0] == 0
+
+
+def test_tiny_run_appends_a_json_line(tmp_path, capsys):
+    torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
+    out = tmp_path / "ablate.jsonl"
+    for tag in ("a", "b"):
+        bench.main(["--tag", tag, "--steps", "2", "--particles", "2", "--nll-points", "8",
+                    "--out", str(out)])
+    assert "a: NLL" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["tag"] for r in rows] == ["a", "b"]
+    for r in rows:
+        assert math.isfinite(r["nll"]) and 0 <= r["on_support"] <= 1 and r["train_s"] > 0
+        assert r["config"]["steps"] == 2

@@ -46,9 +46,9 @@ D = 64
 def model(passes: int, step_flow: bool) -> nd.NTM:
     """The default vector NTM with ``passes`` groups in its bijectors, seeded."""
     sched = nd.Schedule(4, t_min=(0.0, 0.05), shift=1)
-    flow = MaskedAutoregressive(D, STEP_CONTEXT, "spline", hidden=(128, 128), passes=passes)
     with torch.random.fork_rng():
-        torch.manual_seed(0)
+        torch.manual_seed(0)  # the bijector too: its hidden layers are drawn at construction
+        flow = MaskedAutoregressive(D, STEP_CONTEXT, "spline", hidden=(128, 128), passes=passes)
         return nd.NTM((D,), sched, step_flow=flow if step_flow else None,
                       transporter_options={"passes": passes})
 

@@ -11,12 +11,11 @@ r"""Default networks of an NTM per kind of event (DESIGN section 5).
   steps).
 - Sequential passes of the vector bijectors (:func:`vector_passes`): their inverses, which
   sampling runs, take one network pass per group of features. On the 64-dimensional digits
-  (flattened, 600 steps, IWAE bits/dim, ``benchmarks/passes.py``) the number of groups made no
-  difference beyond the spread between initialisations (~0.01) with the per-step bijector
-  (2.138 with 2 groups, 2.129 with 8, 2.135 with 64 = fully autoregressive), and sampling with
-  2 was 9.7x faster than with 64; without it (the paper's configuration) 4 groups matched 64
-  (2.173 vs 2.172) and 2 lost 0.022. Hence 2 groups with the per-step bijector, 4 without;
-  ``D <= 2`` is fully autoregressive either way.
+  (flattened, 600 steps, IWAE bits/dim, ``benchmarks/passes.py``) 2 groups cost ~0.01 with the
+  per-step bijector (2.146 vs 2.135 for 64 = fully autoregressive, means over three
+  initialisations) and sampled 8.2x faster; without it (the paper's configuration) 4 groups
+  matched 64 (2.175 vs 2.172) and 2 lost ~0.02. Hence 2 groups with the per-step bijector, 4
+  without; ``D <= 2`` is fully autoregressive either way.
 - Images ``(C, H, W)``: two TarFlow causal-transformer affine blocks over patches (alternating
   raster order; :meth:`~ntmdist.transporter.Transporter.default_image`) and the FiLM U-Net
   predictor (:class:`~ntmdist.predictor.ImagePredictor`); ``step_flow="auto"`` is none.

@@ -21,6 +21,14 @@ def test_models_have_the_passes_they_report(passes, step_flow):
     assert m.config()["transporter_options"]["passes"] == passes
 
 
+@pytest.mark.parametrize("step_flow", [True, False])
+def test_models_are_seeded_whatever_ran_before(step_flow):
+    first = bench.model(2, step_flow).state_dict()
+    torch.randn(1000)  # the global stream moves (as timing a sampler moves it)
+    second = bench.model(2, step_flow).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_tiny_run_writes_json(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     out = tmp_path / "passes.json"

@@ -40,9 +40,9 @@ def build(args: argparse.Namespace) -> nd.NTM:
     lo_hi = (0.0, args.t_min_hi) if args.t_min_hi > 0 else 0.0
     schedule = nd.Schedule(steps=4, t_min=lo_hi, shift=args.shift)
     options: dict = {}
-    if args.step_bins != 8 or args.step_hidden != DEFAULT_HIDDEN:
+    if args.step_bins != 8 or args.step_hidden != DEFAULT_HIDDEN or args.step_bound != 5.0:
         options["step_flow"] = MaskedAutoregressive(2, nd.defaults.STEP_CONTEXT, "spline",
-                                                    bins=args.step_bins,
+                                                    bins=args.step_bins, bound=args.step_bound,
                                                     hidden=tuple(args.step_hidden))
     if args.blocks != 2 or args.bins != 8 or args.hidden != DEFAULT_HIDDEN:
         options["transporter"] = nd.Transporter.default(2, blocks=args.blocks, bins=args.bins,
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--hidden", type=int, nargs="+", default=DEFAULT_HIDDEN,
                    help="transporter MADE widths")
     p.add_argument("--step-bins", type=int, default=8, help="per-step bijector bins")
+    p.add_argument("--step-bound", type=float, default=5.0,
+                   help="per-step bijector spline domain [-B, B]")
     p.add_argument("--step-hidden", type=int, nargs="+", default=DEFAULT_HIDDEN,
                    help="per-step bijector MADE widths")
     p.add_argument("--predictor-width", type=int, default=256)

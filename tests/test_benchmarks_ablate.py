@@ -51,6 +51,8 @@ def test_knobs_change_what_they_name():
     assert model.step_flow.bins == 16 and model.step_flow.hyper.passes == 2
     assert [b.bins for b in model.transporter.blocks] == [8, 8]
     assert len(model.predictor.net.blocks) == 6
+    assert model.step_flow.bound == 5.0
+    assert bench.build(parse("--step-bound", "3")).step_flow.bound == 3.0
     model = bench.build(parse("--blocks", "3", "--bins", "16", "--t-min-hi", "0"))
     assert [b.bins for b in model.transporter.blocks] == [16, 16, 16]
     assert model.step_flow.bins == 8 and model.schedule.grid[0] == 0

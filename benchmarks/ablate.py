@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from toy2d import nll_of
 
 import ntmdist as nd
 from ntmdist.data import toy
@@ -70,9 +71,7 @@ def run(args: argparse.Namespace) -> dict:
     device = next(model.parameters()).device
     with torch.no_grad():
         samples = model.sample(10_000, generator=g).cpu()
-        points = held[: args.nll_points].to(device)
-        nll = torch.cat([-model.iwae(c, particles=args.particles, generator=g)
-                         for c in points.split(250)]).mean().item()
+    nll = nll_of(model, held.to(device), args, g)  # toy2d's: the same points and particles
     row = dict(tag=args.tag, nll=nll, on_support=fraction_on_support(samples, "checkerboard"),
                energy=energy_distance(samples, held), train_s=train_s,
                config={k: v for k, v in vars(args).items() if k not in ("out", "progress")})

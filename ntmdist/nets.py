@@ -9,6 +9,7 @@ References:
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -145,12 +146,14 @@ class MaskedMLP(nn.Module):
         sizes = [features // passes + (g < features % passes) for g in range(passes)]
         rank[order] = torch.arange(1, passes + 1).repeat_interleave(torch.tensor(sizes))
         self.register_buffer("rank", rank, persistent=False)
-        # the features of each group, ascending, concatenated; a group of consecutive features
-        # owns a contiguous run of output rows (sliced, not gathered, in an inverse pass)
+        # the features of each group, ascending, concatenated in group order (group g is
+        # members[starts[g]:starts[g + 1]]); a group of consecutive features owns one run of
+        # output rows, which an inverse pass slices instead of gathering
         members = [(rank == g + 1).nonzero().squeeze(-1) for g in range(passes)]
         self.register_buffer("members", torch.cat(members), persistent=False)
-        self._spans = [(int(m[0]), int(m[0]) + len(m)) for m in members]
-        self._consecutive = [bool(torch.all(m.diff() == 1)) for m in members]
+        self._starts = [0, *itertools.accumulate(sizes)]
+        self._row_runs = [slice(int(m[0]) * params, (int(m[-1]) + 1) * params)
+                          if bool(torch.all(m.diff() == 1)) else None for m in members]
         self.features, self.context, self.params = features, context, params
         self.passes = passes
         in_deg = torch.cat([rank, torch.zeros(context, dtype=torch.long)])
@@ -175,35 +178,31 @@ class MaskedMLP(nn.Module):
         batch = torch.broadcast_shapes(x.shape[:-1], c.shape[:-1])
         return torch.cat([x.expand(*batch, -1), c.expand(*batch, -1)], dim=-1)
 
-    def forward(self, x: Tensor, c: Tensor | None = None, features: Tensor | int | None = None,
+    def forward(self, x: Tensor, c: Tensor | None = None, group: int | None = None,
                 layers: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
-        """The parameters ``(*, D, P)``; with ``features`` (indices, or ``g`` for
-        :meth:`group` ``g``), only ``[..., features, :]``, the output layer's rows of the other
-        features skipped (an inverse pass needs one group's parameters), using ``layers``
-        (:meth:`masked_layers`) when given."""
+        """The parameters ``(*, D, P)``; with ``group`` ``g``, only those of its features
+        (:meth:`group_features`), ``(*, D_g, P)``: the output layer's other rows are skipped (an
+        inverse pass needs one group's parameters), with ``layers`` (:meth:`masked_layers`)
+        when given."""
         h = self._inputs(x, c)
-        if features is None:
+        if group is None:
             return self.out(self.hidden(h)).unflatten(-1, (self.features, self.params))
         layers = self.masked_layers() if layers is None else layers
         for weight, bias in layers[:-1]:
             h = nn.functional.silu(nn.functional.linear(h, weight, bias))
         weight, bias = layers[-1]
-        if isinstance(features, int):  # group g: its rows, sliced when they are one run
-            g, features = features, self.group(features)
-            if self._consecutive[g]:
-                lo, hi = (self.params * i for i in self._spans[g])
-                weight, bias = weight[lo:hi], bias[lo:hi]
-                return nn.functional.linear(h, weight, bias).unflatten(
-                    -1, (len(features), self.params))
-        rows = (features[:, None] * self.params
-                + torch.arange(self.params, device=features.device)).flatten()
-        out = nn.functional.linear(h, weight[rows], bias[rows])
-        return out.unflatten(-1, (len(features), self.params))
+        features, run = self.group_features(group), self._row_runs[group]
+        if run is None:
+            rows = (features[:, None] * self.params
+                    + torch.arange(self.params, device=features.device)).flatten()
+            weight, bias = weight[rows], bias[rows]
+        else:
+            weight, bias = weight[run], bias[run]
+        return nn.functional.linear(h, weight, bias).unflatten(-1, (len(features), self.params))
 
-    def group(self, g: int) -> Tensor:
+    def group_features(self, g: int) -> Tensor:
         """The features of group ``g`` in ``0..G-1`` (rank ``g + 1``), ascending."""
-        start = sum(hi - lo for lo, hi in self._spans[:g])
-        return self.members[start : start + self._spans[g][1] - self._spans[g][0]]
+        return self.members[self._starts[g] : self._starts[g + 1]]
 
     def masked_layers(self) -> list[tuple[Tensor, Tensor]]:
         """The masked ``(weight, bias)`` of every linear layer, the output layer last (computed

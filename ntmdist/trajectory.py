@@ -231,7 +231,7 @@ class TrajectoryDistribution(TorchDistribution):
             if self.step_flow is not None and logp:
                 u, ladj = inverse_and_ladj(self.step_flow(h), v, ev)
                 total = total + ladj
-            elif self.step_flow is not None:
+            elif self.step_flow is not None:  # a sampler: the inverse without its ladj
                 u = inverse(self.step_flow(h), v)
             us.insert(0, u)
         return us, total, grid

@@ -29,9 +29,12 @@ class _AtTime(Bijector):
         super().__init__(event_dim)
         self.inner, self.top = inner, top
 
+    def _pass_through(self, v: Tensor, out: Tensor) -> Tensor:
+        """``v`` where :math:`t = 1`, ``out`` elsewhere."""
+        return torch.where(self.top.reshape(*self.top.shape, *(1,) * self.event_dim), v, out)
+
     def _gate(self, v: Tensor, out: Tensor, ladj: Tensor) -> tuple[Tensor, Tensor]:
-        top = self.top.reshape(*self.top.shape, *(1,) * self.event_dim)
-        return torch.where(top, v, out), torch.where(self.top, 0.0, ladj)
+        return self._pass_through(v, out), torch.where(self.top, 0.0, ladj)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._gate(x, *call_and_ladj(self.inner, x, self.event_dim))
@@ -40,8 +43,7 @@ class _AtTime(Bijector):
         return self._gate(y, *inverse_and_ladj(self.inner, y, self.event_dim))
 
     def _backward_only(self, y: Tensor) -> Tensor:
-        top = self.top.reshape(*self.top.shape, *(1,) * self.event_dim)
-        return torch.where(top, y, inverse(self.inner, y))
+        return self._pass_through(y, inverse(self.inner, y))
 
 
 class Transporter(nn.Module):

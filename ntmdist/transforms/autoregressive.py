@@ -75,9 +75,10 @@ class _Autoregressive(Bijector):
             y = y.expand(*torch.broadcast_shapes(y.shape[:-1], self.c.shape[:-1]), -1)
         x, total = torch.zeros_like(y), y.new_zeros(())
         for g in range(hyper.passes):
-            features = hyper.group(g)
-            phi = hyper(x, self.c, g, layers)
-            xg, lg = self.block.univariate(y.index_select(-1, features), phi, True, ladj)
+            features = hyper.group_features(g)
+            phi = hyper(x, self.c, group=g, layers=layers)
+            xg, lg = self.block.univariate(y.index_select(-1, features), phi, inverse=True,
+                                           ladj=ladj)
             x = x.index_copy(-1, features, xg)
             total = total + lg.sum(-1) if ladj else total
         return x, total

@@ -6,13 +6,15 @@ with one or more settings changed, then reports the IWAE NLL (256 particles, 200
 points; an upper bound), the fraction of 10k samples on the support and the energy distance to
 10k held-out points. Runs are independent processes, so several can run side by side (on a
 machine with more cores, or on a GPU with ``--device cuda``); each appends one JSON line to
-``--out``.
+``--out``. ``--model nsf`` trains toy2d's zuko NSF row instead (exact NLL), for comparisons
+such as learning-rate sweeps of both models.
 
 Usage::
 
     python benchmarks/ablate.py --tag default
-    python benchmarks/ablate.py --tag step-bins-16 --step-bins 16
-    python benchmarks/ablate.py --tag step-bins-16-seed-1 --step-bins 16 --seed 1
+    python benchmarks/ablate.py --tag step-bins-8 --step-bins 8
+    python benchmarks/ablate.py --tag step-bins-8-seed-1 --step-bins 8 --seed 1
+    python benchmarks/ablate.py --tag nsf-lr-3e-3 --model nsf --lr 3e-3   # toy2d's zuko NSF
     python benchmarks/ablate.py --tag quick --steps 300        # a smoke run
 """
 
@@ -24,30 +26,28 @@ import time
 from pathlib import Path
 
 import torch
-from toy2d import nll_of
+import zuko
+from toy2d import nll_of, nsf_loss
 
 import ntmdist as nd
 from ntmdist.data import toy
 from ntmdist.metrics import energy_distance, fraction_on_support
 from ntmdist.train import fit
-from ntmdist.transforms import MaskedAutoregressive
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_HIDDEN = [128, 128]
+STEP = nd.defaults.STEP_FLOW
 
 
 def build(args: argparse.Namespace) -> nd.NTM:
     """The default vector NTM on 2D data with the knobs of ``args`` (seeded by the caller)."""
     lo_hi = (0.0, args.t_min_hi) if args.t_min_hi > 0 else 0.0
     schedule = nd.Schedule(steps=4, t_min=lo_hi, shift=args.shift)
-    options: dict = {}
-    if args.step_bins != 8 or args.step_hidden != DEFAULT_HIDDEN or args.step_bound != 5.0:
-        options["step_flow"] = MaskedAutoregressive(2, nd.defaults.STEP_CONTEXT, "spline",
-                                                    bins=args.step_bins, bound=args.step_bound,
-                                                    hidden=tuple(args.step_hidden))
-    if args.blocks != 2 or args.bins != 8 or args.hidden != DEFAULT_HIDDEN:
-        options["transporter"] = nd.Transporter.default(2, blocks=args.blocks, bins=args.bins,
-                                                        hidden=tuple(args.hidden))
+    options: dict = {
+        "transporter_options": dict(blocks=args.blocks, bins=args.bins, bound=args.bound,
+                                    hidden=tuple(args.hidden)),
+        "step_flow_options": dict(bins=args.step_bins, bound=args.step_bound,
+                                  hidden=list(args.step_hidden)),
+    }
     if args.predictor_width != 256 or args.predictor_depth != 4:
         options["predictor_options"] = dict(width=args.predictor_width,
                                             depth=args.predictor_depth)
@@ -58,20 +58,27 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     data = toy("checkerboard")
     held = data.sample(10_000, generator=torch.Generator().manual_seed(10_000))
+    nsf = args.model == "nsf"
     with torch.random.fork_rng():
         torch.manual_seed(args.seed)
-        model = build(args)
+        model = zuko.flows.NSF(2, transforms=3, hidden_features=(64, 64)) if nsf else build(args)
     start = time.perf_counter()
     result = fit(model, lambda n, g: data.sample(n, generator=g), steps=args.steps,
                  batch_size=args.batch_size, lr=args.lr, ema=args.ema, seed=args.seed,
-                 progress=args.progress, device=args.device)
+                 progress=args.progress, device=args.device,
+                 **({"loss_fn": nsf_loss} if nsf else {}))
     train_s = time.perf_counter() - start
     model = result.ema_model
     g = torch.Generator().manual_seed(1)
     device = next(model.parameters()).device
     with torch.no_grad():
-        samples = model.sample(10_000, generator=g).cpu()
-    nll = nll_of(model, held.to(device), args, g)  # toy2d's: the same points and particles
+        if nsf:  # toy2d's zuko NSF row: exact NLL on the same points
+            samples = model().sample((10_000,)).cpu()
+            nll = -model().log_prob(held[: args.nll_points].to(device)).mean().item()
+        else:
+            samples = model.sample(10_000, generator=g).cpu()
+    if not nsf:
+        nll = nll_of(model, held.to(device), args, g)  # toy2d's: the same points and particles
     row = dict(tag=args.tag, nll=nll, on_support=fraction_on_support(samples, "checkerboard"),
                energy=energy_distance(samples, held), train_s=train_s,
                config={k: v for k, v in vars(args).items() if k not in ("out", "progress")})
@@ -81,6 +88,8 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tag", default="default", help="name of this run in the table")
+    p.add_argument("--model", choices=("ntm", "nsf"), default="ntm",
+                   help="nsf: toy2d's zuko NSF row instead (for learning-rate sweeps)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -90,13 +99,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--t-min-hi", type=float, default=0.05,
                    help="t_min drawn in (0, this) during training (0: fixed t_min = 0)")
     p.add_argument("--blocks", type=int, default=2, help="transporter spline blocks")
-    p.add_argument("--bins", type=int, default=8, help="transporter spline bins")
-    p.add_argument("--hidden", type=int, nargs="+", default=DEFAULT_HIDDEN,
+    p.add_argument("--bins", type=int, default=nd.defaults.VECTOR_BINS,
+                   help="transporter spline bins")
+    p.add_argument("--bound", type=float, default=5.0, help="transporter spline domain [-B, B]")
+    p.add_argument("--hidden", type=int, nargs="+", default=[128, 128],
                    help="transporter MADE widths")
-    p.add_argument("--step-bins", type=int, default=8, help="per-step bijector bins")
-    p.add_argument("--step-bound", type=float, default=5.0,
+    p.add_argument("--step-bins", type=int, default=STEP["bins"], help="per-step bijector bins")
+    p.add_argument("--step-bound", type=float, default=STEP["bound"],
                    help="per-step bijector spline domain [-B, B]")
-    p.add_argument("--step-hidden", type=int, nargs="+", default=DEFAULT_HIDDEN,
+    p.add_argument("--step-hidden", type=int, nargs="+", default=STEP["hidden"],
                    help="per-step bijector MADE widths")
     p.add_argument("--predictor-width", type=int, default=256)
     p.add_argument("--predictor-depth", type=int, default=4)

@@ -1,14 +1,16 @@
 r"""Default networks of an NTM per kind of event (DESIGN section 5).
 
 - Vectors ``(D,)``: a transporter of two spline masked-autoregressive blocks (alternating
-  order, time-embedding context, zero-initialised), the residual-MLP predictor
-  (:class:`~ntmdist.predictor.MLPPredictor`, width 256, depth 4) and, with ``step_flow="auto"``
-  (the default), a spline autoregressive bijector per step conditioned on 64 predictor features
-  of :math:`x_t` (DESIGN section 4): on the checkerboard (3000 steps) it raised the fraction of
-  samples on the support from 86.0% to 89.4% at learning rate 1e-3 and from 92.0% to 94.6% at
-  2e-3, and the IWAE NLL from 3.580 to 3.545 nats at 2e-3 (README). It is left out
-  with a user's predictor (whose features are unknown) and with ``transporter=None`` (Gaussian
-  steps).
+  order, time-embedding context, zero-initialised, 16 bins on [-5, 5]), the residual-MLP
+  predictor (:class:`~ntmdist.predictor.MLPPredictor`, width 256, depth 4) and, with
+  ``step_flow="auto"`` (the default), a spline autoregressive bijector per step conditioned on
+  64 predictor features of :math:`x_t` (DESIGN section 4; :data:`STEP_FLOW`: 16 bins on
+  [-3, 3]). On the checkerboard (3000 steps, README) the per-step bijector raised the fraction of
+  samples on the support from 92.0% to 94.6% and the IWAE NLL from 3.580 to 3.545 nats; with 8
+  bins on [-5, 5] everywhere it reached 3.529 nats / 96.1% (3 seeds: +-0.003 nats), and 16 bins
+  with the per-step spline on [-3, 3] reach 3.511 nats / 96.9% (mean of 5 seeds;
+  ``benchmarks/ablate.py``). It is left out with a user's predictor (whose features are unknown)
+  and with ``transporter=None`` (Gaussian steps).
 - Sequential passes of the vector bijectors (:func:`vector_passes`): their inverses, which
   sampling runs, take one network pass per group of features. On the 64-dimensional digits
   (flattened, 600 steps, IWAE bits/dim, ``benchmarks/passes.py``) 2 groups cost ~0.01 with the
@@ -34,12 +36,19 @@ from .predictor import ImagePredictor, MLPPredictor
 from .transforms import MaskedAutoregressive
 from .transporter import Transporter
 
-__all__ = ["STEP_CONTEXT", "default_networks", "event_kind", "vector_passes"]
+__all__ = ["STEP_CONTEXT", "STEP_FLOW", "VECTOR_BINS", "default_networks", "event_kind",
+           "vector_passes"]
 
 STEP_CONTEXT = 64
 """Predictor features that condition the default per-step bijector."""
 
-Networks = tuple[Transporter, nn.Module, nn.Module | None, dict]
+STEP_FLOW = {"bins": 16, "bound": 3.0, "hidden": [128, 128]}
+"""Spline options of the default per-step bijector (``step_flow_options`` override them)."""
+
+VECTOR_BINS = 16
+"""Spline bins of the default vector transporter's blocks."""
+
+Networks = tuple[Transporter, nn.Module, nn.Module | None, dict, dict | None]
 
 
 def vector_passes(features: int, step_flow: bool) -> int:
@@ -76,11 +85,12 @@ def _transporter(transporter: object, event_shape: torch.Size, options: dict) ->
 def default_networks(
     event_shape: torch.Size, classes: int | None, transporter: object, predictor: nn.Module | None,
     step_flow: object, predictor_options: dict | None, transporter_options: dict | None,
+    step_flow_options: dict | None = None,
 ) -> Networks:
     """The transporter, predictor and per-step bijector of an NTM, defaults filled in (the
-    arguments are those of :class:`ntmdist.NTM`), and the transporter options with the
-    default vector transporter's ``passes`` filled in (so a checkpoint's config rebuilds the
-    same blocks if the default changes)."""
+    arguments are those of :class:`ntmdist.NTM`), the transporter options with the default
+    vector transporter's ``passes`` and ``bins`` filled in and the default per-step bijector's
+    options (so a checkpoint's config rebuilds the same blocks if the defaults change)."""
     kind = event_kind(event_shape)
     if kind is None and (transporter == "auto" or predictor is None):
         raise ValueError("default networks exist for vectors (D,) and images (C, H, W); for "
@@ -96,6 +106,7 @@ def default_networks(
     options = dict(transporter_options or {})
     if transporter == "auto" and kind == "vector":
         options.setdefault("passes", vector_passes(features, step_flow is not None))
+        options.setdefault("bins", VECTOR_BINS)
     transporter = _transporter(transporter, event_shape, options)
     context = STEP_CONTEXT if step_flow == "auto" else getattr(step_flow, "context", 0)
     if predictor is None and kind == "image":
@@ -104,7 +115,20 @@ def default_networks(
     elif predictor is None:
         predictor = MLPPredictor(features, classes=classes, step_context=context,
                                  **(predictor_options or {}))
+    unknown = set(step_flow_options or {}) - set(STEP_FLOW)
+    if unknown:
+        raise TypeError(f"unknown step_flow_options {sorted(unknown)}; known: "
+                        f"{sorted(STEP_FLOW)}")
+    if step_flow_options and step_flow != "auto":
+        raise ValueError("step_flow_options apply to the default per-step bijector, which this "
+                         "model does not have (step_flow is not 'auto', or the event, predictor "
+                         "or transporter is not the default vector one)")
+    step_options = None
     if step_flow == "auto":
-        step_flow = MaskedAutoregressive(features, context, "spline", hidden=(128, 128),
-                                         passes=vector_passes(features, True))
-    return transporter, predictor, step_flow, options
+        step_options = {**STEP_FLOW, **(step_flow_options or {})}
+        step_flow = MaskedAutoregressive(
+            features, context, "spline", bins=step_options["bins"],
+            bound=step_options["bound"], hidden=tuple(step_options["hidden"]),
+            passes=vector_passes(features, True),
+        )
+    return transporter, predictor, step_flow, options, step_options

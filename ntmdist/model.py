@@ -53,6 +53,8 @@ class NTM(nn.Module):
             :meth:`Transporter.default_image` (images). For vectors ``passes`` defaults to
             :func:`ntmdist.defaults.vector_passes` (2 groups of features with the per-step
             bijector, 4 without; ``passes=D`` is fully autoregressive).
+        step_flow_options: ``bins``, ``bound`` or ``hidden`` of the default per-step bijector
+            (:data:`ntmdist.defaults.STEP_FLOW`).
         label_dropout: Probability of replacing a label by the null label in :meth:`loss` while
             training (classifier-free guidance); default 0.1 for class-conditional models.
 
@@ -70,6 +72,7 @@ class NTM(nn.Module):
         predictor: nn.Module | None = None, classes: int | None = None,
         step_flow: str | nn.Module | None = "auto", predictor_options: dict | None = None,
         transporter_options: dict | None = None, label_dropout: float | None = None,
+        step_flow_options: dict | None = None,
     ) -> None:
         super().__init__()
         if isinstance(event_shape, (int, str)) or not all(
@@ -100,11 +103,12 @@ class NTM(nn.Module):
         if not 0 <= label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         self.label_dropout = float(label_dropout)
-        self.transporter, self.predictor, self.step_flow, options = default_networks(
-            self.event_shape, classes, transporter, predictor, step_flow, predictor_options,
-            transporter_options,
+        self.transporter, self.predictor, self.step_flow, options, step_options = (
+            default_networks(self.event_shape, classes, transporter, predictor, step_flow,
+                             predictor_options, transporter_options, step_flow_options)
         )
         self._config["transporter_options"] = options
+        self._config["step_flow_options"] = step_options
         self.denoiser: nn.Module | None = None
 
     def config(self) -> dict:
@@ -123,6 +127,7 @@ class NTM(nn.Module):
         custom = [k for k in names if config.get(k) == "custom"]
         if custom:
             raise ValueError(f"cannot rebuild custom modules from a config: {', '.join(custom)}")
+        config = _before_16_bins(config)
         if config["predictor"] == "flow_matching":
             from .flow_matching import Velocity
 
@@ -139,6 +144,7 @@ class NTM(nn.Module):
                 step_flow=config["step_flow"], predictor_options=config["predictor_options"],
                 transporter_options=config["transporter_options"],
                 label_dropout=config.get("label_dropout"),
+                step_flow_options=config["step_flow_options"],
             )
         if config.get("denoiser") is not None:
             from .distill import Denoiser
@@ -337,3 +343,18 @@ class NTM(nn.Module):
                 return self.denoiser(us[0], grid[..., 0], y)
         with torch.no_grad():
             return dist.sample_level0(shape, generator)
+
+
+def _before_16_bins(config: dict) -> dict:
+    """A config written before the vector defaults moved to 16 spline bins (it has no
+    ``step_flow_options``) rebuilds the 8-bin networks on [-5, 5] it was trained with."""
+    if "step_flow_options" in config:
+        return config
+    config = dict(config)
+    vector = len(config["event_shape"]) == 1
+    default_step = (vector and config["step_flow"] == "auto" and config["predictor"] == "auto"
+                    and config["transporter"] is not None)
+    config["step_flow_options"] = {"bins": 8, "bound": 5.0} if default_step else None
+    if vector and config["transporter"] == "auto":
+        config["transporter_options"] = {"bins": 8, **config["transporter_options"]}
+    return config

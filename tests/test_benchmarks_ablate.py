@@ -47,26 +47,27 @@ def test_no_knobs_is_the_library_default():
 
 
 def test_knobs_change_what_they_name():
-    model = bench.build(parse("--step-bins", "16", "--predictor-depth", "6"))
-    assert model.step_flow.bins == 16 and model.step_flow.hyper.passes == 2
-    assert [b.bins for b in model.transporter.blocks] == [8, 8]
+    model = bench.build(parse("--step-bins", "8", "--predictor-depth", "6"))
+    assert model.step_flow.bins == 8 and model.step_flow.hyper.passes == 2
+    assert [b.bins for b in model.transporter.blocks] == [16, 16]
     assert len(model.predictor.net.blocks) == 6
-    assert model.step_flow.bound == 5.0
-    assert bench.build(parse("--step-bound", "3")).step_flow.bound == 3.0
-    model = bench.build(parse("--blocks", "3", "--bins", "16", "--t-min-hi", "0"))
-    assert [b.bins for b in model.transporter.blocks] == [16, 16, 16]
-    assert model.step_flow.bins == 8 and model.schedule.grid[0] == 0
+    assert model.step_flow.bound == 3.0
+    assert bench.build(parse("--step-bound", "5")).step_flow.bound == 5.0
+    model = bench.build(parse("--blocks", "3", "--bins", "8", "--t-min-hi", "0"))
+    assert [b.bins for b in model.transporter.blocks] == [8, 8, 8]
+    assert model.step_flow.bins == 16 and model.schedule.grid[0] == 0
 
 
 def test_tiny_run_appends_a_json_line(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     out = tmp_path / "ablate.jsonl"
-    for tag in ("a", "b"):
-        bench.main(["--tag", tag, "--steps", "2", "--particles", "2", "--nll-points", "8",
-                    "--out", str(out)])
+    for tag, model in (("a", "ntm"), ("b", "ntm"), ("c", "nsf")):
+        bench.main(["--tag", tag, "--model", model, "--steps", "2", "--particles", "2",
+                    "--nll-points", "8", "--out", str(out)])
     assert "a: NLL" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["tag"] for r in rows] == ["a", "b"]
+    assert [r["tag"] for r in rows] == ["a", "b", "c"]
+    assert [r["config"]["model"] for r in rows] == ["ntm", "ntm", "nsf"]
     for r in rows:
         assert math.isfinite(r["nll"]) and 0 <= r["on_support"] <= 1 and r["train_s"] > 0
         assert r["config"]["steps"] == 2

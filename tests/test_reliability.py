@@ -399,6 +399,10 @@ def test_unknown_option_names_and_bad_arguments():
         nd.NTM((2,), predictor_options={"bogus": 1})
     with pytest.raises(TypeError, match="bogus"):
         nd.NTM((2,), transporter_options={"bogus": 1})
+    with pytest.raises(TypeError, match="bogus"):
+        nd.NTM((2,), step_flow_options={"bogus": 1})
+    with pytest.raises(ValueError, match="default per-step bijector"):
+        nd.NTM((2,), transporter=None, step_flow_options={"bins": 4})
     with pytest.raises(TypeError, match="tuple of integers"):
         nd.NTM(2)
     with pytest.raises(TypeError, match="Schedule"):
@@ -424,3 +428,24 @@ def test_command_line_rejects_unknown_names(argv, message, capsys):
         cli.main(argv)
     err = capsys.readouterr().err
     assert info.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_configs_record_the_default_splines_and_old_configs_rebuild_theirs():
+    """A config names the default vector splines, so a checkpoint rebuilds the networks it was
+    trained with after the defaults change; configs written before they were recorded (8 bins on
+    [-5, 5] for the transporter and the per-step bijector) rebuild those."""
+    model = nd.NTM((3,), step_flow_options={"bins": 4, "bound": 2.0})
+    config = model.config()
+    assert config["transporter_options"]["bins"] == nd.defaults.VECTOR_BINS
+    assert config["step_flow_options"] == {**nd.defaults.STEP_FLOW, "bins": 4, "bound": 2.0}
+    assert (model.step_flow.bins, model.step_flow.bound) == (4, 2.0)
+    nd.NTM.from_config(config).load_state_dict(model.state_dict())  # strict: same shapes
+    old = nd.NTM((3,), transporter_options={"bins": 8}, step_flow_options={"bins": 8,
+                                                                           "bound": 5.0})
+    legacy = old.config()
+    del legacy["step_flow_options"], legacy["transporter_options"]["bins"]
+    rebuilt = nd.NTM.from_config(legacy)
+    rebuilt.load_state_dict(old.state_dict())
+    assert (rebuilt.step_flow.bins, rebuilt.step_flow.bound) == (8, 5.0)
+    assert [b.bins for b in rebuilt.transporter.blocks] == [8, 8]
+    assert nd.NTM((3,)).config()["step_flow_options"]["bins"] != 8  # the legacy case is distinct

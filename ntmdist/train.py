@@ -26,7 +26,6 @@ initial predictor on the same inputs, cosine-decayed to 0 (Gu et al., 2026, arXi
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import time
 import warnings
@@ -39,14 +38,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
+from .batches import batch_sampler
 from .checkpoint import gather_states, load_checkpoint, metadata, plain, save_checkpoint
+from .objective import Objective
 
 __all__ = ["FitResult", "aux_factor", "ema_decay", "fit", "lr_factor"]
-
-Batch = tuple[Tensor, Tensor | None]
 
 
 @dataclass
@@ -94,97 +92,6 @@ def ema_decay(decay: float, step: int) -> float:
 
 def _seed(seed: int, rank: int, stream: int) -> int:
     return (seed + 1_000_003 * (2 * rank + stream)) % 2**63
-
-
-def _split(batch: Any) -> Batch:
-    if torch.is_tensor(batch):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2):
-        return batch[0], (batch[1] if len(batch) == 2 else None)
-    raise TypeError(f"a batch must be x or (x, y), got {type(batch).__name__}")
-
-
-def _sampler(data: Any, batch_size: int) -> Callable[[torch.Generator], Batch]:
-    """``draw(generator) -> (x, y)``: tensors and datasets by uniform indices (with
-    replacement), callables ``draw(batch_size, generator)`` as they are."""
-    if torch.is_tensor(data):
-        data = (data,)
-    if isinstance(data, (tuple, list)) and all(torch.is_tensor(v) for v in data):
-        if len(data) not in (1, 2) or len(data[0]) == 0 or len({len(v) for v in data}) > 1:
-            raise ValueError("tensor data must be x or (x, y), non-empty and of equal lengths")
-        n = len(data[0])
-
-        def draw_rows(g: torch.Generator) -> Batch:
-            idx = torch.randint(n, (batch_size,), generator=g)
-            return _split([v[idx] for v in data])
-
-        return draw_rows
-    if isinstance(data, Dataset):
-        if not hasattr(data, "__len__") or len(data) == 0:
-            raise ValueError("a Dataset must be non-empty and have a length (map-style)")
-        n = len(data)
-
-        def draw(g: torch.Generator) -> Batch:
-            idx = torch.randint(n, (batch_size,), generator=g).tolist()
-            return _split(default_collate([data[i] for i in idx]))
-
-        return draw
-    if callable(data):
-        return lambda g: _split(data(batch_size, g))
-    raise TypeError("data must be a tensor, (x, y), a Dataset or a callable draw(n, generator)")
-
-
-def _takes_generator(fn: Callable) -> bool:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "generator" or p.kind is p.VAR_KEYWORD for p in params)
-
-
-class _Objective(nn.Module):
-    """``model`` and its loss as one module, so that DDP sees the loss computation as forward.
-    With a ``frozen`` predictor, every call of ``model.predictor`` inside the loss is hooked and
-    the mean squared difference of its means to the frozen ones (a constant target) is added
-    with weight ``aux_weight``; its value is kept in ``self.aux``."""
-
-    def __init__(
-        self, model: nn.Module, loss_fn: Callable | None, frozen: nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        if loss_fn is None and not callable(getattr(model, "loss", None)):
-            raise TypeError(f"{type(model).__name__} has no loss(x, y, generator); pass loss_fn=")
-        self.model, self.loss_fn, self.frozen = model, loss_fn, frozen
-        self.generator_kw = loss_fn is not None and _takes_generator(loss_fn)
-        self.aux: Tensor | None = None
-
-    def forward(
-        self, x: Tensor, y: Tensor | None, generator: torch.Generator, aux_weight: float = 0.0
-    ) -> Tensor:
-        if self.frozen is None:
-            return self._loss(x, y, generator)
-        calls: list = []
-        hook = self.model.predictor.register_forward_hook(
-            lambda m, args, kwargs, out: calls.append((args, kwargs, out[0])), with_kwargs=True)
-        try:
-            loss = self._loss(x, y, generator)
-        finally:
-            hook.remove()
-        if not calls:
-            raise RuntimeError("aux_weight > 0 but the loss never called model.predictor")
-        with torch.no_grad():
-            targets = [self.frozen(*args, **kwargs)[0] for args, kwargs, _ in calls]
-        aux = torch.stack([(mu - mu0).square().mean()
-                           for (_, _, mu), mu0 in zip(calls, targets, strict=True)]).mean()
-        self.aux = aux.detach()
-        return loss + aux_weight * aux
-
-    def _loss(self, x: Tensor, y: Tensor | None, generator: torch.Generator) -> Tensor:
-        if self.loss_fn is None:
-            return self.model.loss(x, y, generator=generator)
-        if self.generator_kw:
-            return self.loss_fn(self.model, x, y, generator=generator)
-        return self.loss_fn(self.model, x, y)
 
 
 @torch.no_grad()
@@ -280,7 +187,7 @@ def fit(
     if ref is None:
         raise ValueError(f"{type(model).__name__} has no parameters to train")
     device, dtype = ref.device, ref.dtype
-    draw = _sampler(data, batch_size)
+    draw = batch_sampler(data, batch_size)
     frozen = copy.deepcopy(model.predictor).requires_grad_(False).eval() if aux_weight else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -306,7 +213,7 @@ def fit(
                           f"{world}: generators reseeded, the run will not match", stacklevel=2)
             data_g.manual_seed(_seed(seed + start, rank, 0))
             loss_g.manual_seed(_seed(seed + start, rank, 1))
-    objective = _Objective(model, loss_fn, frozen)
+    objective = Objective(model, loss_fn, frozen)
     runner: nn.Module = objective
     if distributed:  # DDP broadcasts rank 0's weights, so the EMA copy is made after it
         ids = [device] if device.type == "cuda" else None

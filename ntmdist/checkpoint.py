@@ -8,7 +8,8 @@ temporary file in the same folder, flushed to disk, then renamed over the target
 
 Keys written by :func:`ntmdist.train.fit`: ``format``, ``version``, ``step``, ``model``, ``ema``
 (or ``None``), ``optimizer``, ``scheduler``, ``rng`` (``{"data": (world, n), "loss": (world, n)}``
-generator states, one row per rank), ``history``, ``elapsed`` and ``meta`` (ntmdist and torch
+generator states, one row per rank), ``history``, ``elapsed``, ``horizon`` (the run's ``steps``
+and ``warmup``) and ``meta`` (ntmdist and torch
 versions, ``model.config()`` and ``model.schedule.config()`` where the model has them).
 """
 

@@ -90,6 +90,19 @@ def ema_decay(decay: float, step: int) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
+def _check_horizon(saved: dict | None, now: dict, step: int) -> None:
+    """Warn when a run resumes with another length or warm-up than the one that wrote it."""
+    if saved is None or saved == now:
+        return
+    before = lr_factor(step, saved["steps"], saved["warmup"])
+    after = lr_factor(step, now["steps"], now["warmup"])
+    warnings.warn(
+        f"the checkpoint was written by a run of {saved['steps']} steps (warm-up "
+        f"{saved['warmup']}), resuming for {now['steps']} (warm-up {now['warmup']}): from step "
+        f"{step} the learning rate follows this run's schedule ({before:.3g} -> {after:.3g} of "
+        "the peak), so the run matches no uninterrupted run", stacklevel=3)
+
+
 def _seed(seed: int, rank: int, stream: int) -> int:
     return (seed + 1_000_003 * (2 * rank + stream)) % 2**63
 
@@ -133,7 +146,9 @@ def fit(
         data: A tensor ``x`` ``(N, *event)``, a pair ``(x, y)``, a map-style ``Dataset`` with
             items ``x`` or ``(x, y)`` (batches drawn uniformly with replacement), or a callable
             ``draw(batch_size, generator) -> x or (x, y)``.
-        steps: Total optimiser steps (a resumed run continues up to ``steps``).
+        steps: Total optimiser steps (a resumed run continues up to ``steps``; resuming with
+            other ``steps`` or ``warmup`` than the run that wrote the checkpoint warns, since
+            the learning rate then jumps to this call's schedule).
         batch_size: Examples per step and per rank.
         lr, weight_decay: AdamW's (weight decay off by default: it biases the likelihood).
         warmup: Linear warm-up steps before the cosine decay to 0 at ``steps`` (default: 5%
@@ -204,6 +219,7 @@ def fit(
         start, history, elapsed_before = state["step"], state["history"], state["elapsed"]
         if frozen is not None and state.get("frozen") is not None:
             frozen.load_state_dict(state["frozen"])
+        _check_horizon(state.get("horizon"), {"steps": steps, "warmup": warmup}, start)
         rng = state["rng"]
         if rng["data"].shape[0] == world:
             data_g.set_state(rng["data"][rank].clone())  # a view with an offset crashes
@@ -272,6 +288,7 @@ def fit(
                         "ema": None if ema_model is None else ema_model.state_dict(),
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "rng": rng, "history": history, "meta": meta,
+                        "horizon": {"steps": steps, "warmup": warmup},
                         "frozen": None if frozen is None else frozen.state_dict(),
                         "elapsed": elapsed_before + time.perf_counter() - begin,
                     })

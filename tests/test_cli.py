@@ -91,7 +91,8 @@ def test_resume_continues_from_checkpoint_step(tmp_path, capsys):
     rng = torch.get_rng_state()
     cli.main([*base, "--steps", "2"])
     assert torch.equal(torch.get_rng_state(), rng)  # seeded through generators and fork_rng
-    assert cli.main([*base, "--steps", "4", "--resume"]) == 0
+    with pytest.warns(UserWarning, match="run of 2 steps"):  # a longer run than the first
+        assert cli.main([*base, "--steps", "4", "--resume"]) == 0
     assert "resuming from step 2" in capsys.readouterr().out
     state = load_checkpoint(tmp_path / "model.pt")
     assert state["step"] == 4 and len(state["history"]["loss"]) == 4

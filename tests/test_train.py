@@ -3,6 +3,7 @@
 import math
 import os
 import socket
+import warnings
 
 import pytest
 import torch
@@ -82,6 +83,20 @@ def test_resume_is_bitwise_exact(tmp_path):
             assert torch.equal(v, w), k
     again = fit(tiny(seed=8), x, checkpoint=path, resume=True, **kwargs)
     assert again.step == 6 and again.history["loss"] == straight.history["loss"]
+
+
+def test_resuming_with_another_horizon_warns_and_continues(tmp_path):
+    x, path = gaussian(64), tmp_path / "run.pt"
+    kwargs = dict(batch_size=8, warmup=1, checkpoint=path, progress=False)
+    fit(tiny(seed=0), x, steps=4, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same horizon resumes silently
+        assert fit(tiny(seed=0), x, steps=4, resume=True, **kwargs).step == 4
+    jump = rf"\(0 -> {lr_factor(4, 8, 1):.3g} of the peak\)"  # lr_factor(4, 4, 1) == 0
+    with pytest.warns(UserWarning, match=rf"run of 4 steps .* resuming for 8 .* {jump}"):
+        longer = fit(tiny(seed=0), x, steps=8, resume=True, **kwargs)
+    assert longer.step == 8 and len(longer.history["loss"]) == 8
+    assert ckpt.load_checkpoint(path)["horizon"] == {"steps": 8, "warmup": 1}
 
 
 def test_checkpoint_contents(tmp_path):

@@ -27,6 +27,7 @@ TINY = ["--batch-size", "16", "--transporter-width", "8", "--transporter-depth",
 
 
 images = load_script(EXAMPLE, "images_example")
+image_data = sys.modules["image_data"]  # its data helpers, imported by the script
 
 
 def run(*argv: str, ranks: int | None = None) -> str:
@@ -106,27 +107,27 @@ def test_folder_reading(tmp_path):
     pixels = [rng.integers(0, 256, (8, 6), dtype=np.uint8) for _ in range(3)]
     for i, p in enumerate(pixels):
         write_png(tmp_path / "grey" / f"{i}.png", p)
-    grey = images.read_folder(tmp_path / "grey")
+    grey = image_data.read_folder(tmp_path / "grey")
     assert grey.values.shape == (3, 1, 8, 6) and grey.values.dtype == torch.uint8
     assert torch.equal(grey.values[:, 0], torch.from_numpy(np.stack(pixels)))
     assert grey.labels is None and grey.levels == 256  # no sub-folders: unconditional
     write_png(tmp_path / "grey" / "wide.png", rng.integers(0, 256, (8, 7), dtype=np.uint8))
     with pytest.raises(ValueError, match="wide.png.*same size"):
-        images.read_folder(tmp_path / "grey")
+        image_data.read_folder(tmp_path / "grey")
 
 
 def test_arrays_and_scaling(tmp_path):
     q = np.random.default_rng(2).integers(0, 256, (5, 3, 4, 4), dtype=np.uint8)
     np.save(tmp_path / "pixels.npy", q)
     np.save(tmp_path / "y.npy", np.array([0, 1, 2, 1, 0]))
-    data = images.read_array(tmp_path / "pixels.npy", tmp_path / "y.npy")
+    data = image_data.read_array(tmp_path / "pixels.npy", tmp_path / "y.npy")
     assert data.levels == 256 and data.classes == 3 and data.labels.dtype == torch.int64
     x = data.scaled(torch.arange(5), torch.Generator().manual_seed(0))
     assert x.dtype == torch.float32 and x.abs().max() < 1
     u = (x.double() + 1) * 128 - torch.from_numpy(q)  # the dequantisation noise, in [0, 1]
     assert u.min() > -1e-4 and u.max() < 1 + 1e-4 and u.std() > 0.2
     np.save(tmp_path / "unit.npy", q / 128.0 - 1)
-    real = images.read_array(tmp_path / "unit.npy")
+    real = image_data.read_array(tmp_path / "unit.npy")
     assert real.levels is None and real.log_scale == 0.0
     digits = images.load_images("digits", None, 0, seed=0)
     assert digits.values.max() == 16 and digits.log_scale == DIGITS_LOG_SCALE
@@ -143,7 +144,7 @@ def test_bad_arrays_are_refused(tmp_path, array, labels, message):
     if labels is not None:
         np.save(tmp_path / "y.npy", labels)
     with pytest.raises(ValueError, match=message):
-        images.read_array(tmp_path / "x.npy", None if labels is None else tmp_path / "y.npy")
+        image_data.read_array(tmp_path / "x.npy", None if labels is None else tmp_path / "y.npy")
 
 
 def test_unknown_data_is_a_usage_error(tmp_path, capsys):

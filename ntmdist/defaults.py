@@ -7,10 +7,10 @@ r"""Default networks of an NTM per kind of event (DESIGN section 5).
   64 predictor features of :math:`x_t` (DESIGN section 4; :data:`STEP_FLOW`: 16 bins on
   [-3, 3]). On the checkerboard (3000 steps, README) the per-step bijector raised the fraction of
   samples on the support from 92.0% to 94.6% and the IWAE NLL from 3.580 to 3.545 nats; with 8
-  bins on [-5, 5] everywhere it reached 3.529 nats / 96.1% (3 seeds: +-0.003 nats), and 16 bins
-  with the per-step spline on [-3, 3] reach 3.511 nats / 96.9% (mean of 5 seeds;
-  ``benchmarks/ablate.py``). It is left out with a user's predictor (whose features are unknown)
-  and with ``transporter=None`` (Gaussian steps).
+  bins on [-5, 5] everywhere it reached 3.529 nats / 96.1% (means of 3 seeds), and 16 bins
+  with the per-step spline on [-3, 3] reach 3.513 nats / 96.7% (means of 7 seeds; zuko NSF
+  3.515 / 96.9% at the same learning rate; ``benchmarks/ablate.py``). It is left out with a
+  user's predictor (whose features are unknown) and with ``transporter=None`` (Gaussian steps).
 - Sequential passes of the vector bijectors (:func:`vector_passes`): their inverses, which
   sampling runs, take one network pass per group of features. On the 64-dimensional digits
   (flattened, 600 steps, IWAE bits/dim, ``benchmarks/passes.py``) 2 groups cost ~0.01 with the

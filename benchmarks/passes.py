@@ -34,23 +34,21 @@ from _timing import seconds, table
 
 import ntmdist as nd
 from ntmdist.data import DIGITS_LOG_SCALE, digits
-from ntmdist.defaults import STEP_CONTEXT
 from ntmdist.metrics import bits_per_dim
 from ntmdist.train import fit
-from ntmdist.transforms import MaskedAutoregressive
 
 HERE = Path(__file__).resolve().parent
 D = 64
 
 
-def model(passes: int, step_flow: bool) -> nd.NTM:
+def model(passes: int, step_flow: bool, seed: int = 0) -> nd.NTM:
     """The default vector NTM with ``passes`` groups in its bijectors, seeded."""
     sched = nd.Schedule(4, t_min=(0.0, 0.05), shift=1)
     with torch.random.fork_rng():
-        torch.manual_seed(0)  # the bijector too: its hidden layers are drawn at construction
-        flow = MaskedAutoregressive(D, STEP_CONTEXT, "spline", hidden=(128, 128), passes=passes)
-        return nd.NTM((D,), sched, step_flow=flow if step_flow else None,
-                      transporter_options={"passes": passes})
+        torch.manual_seed(seed)
+        return nd.NTM((D,), sched, step_flow="auto" if step_flow else None,
+                      transporter_options={"passes": passes},
+                      step_flow_options={"passes": passes} if step_flow else None)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -60,13 +58,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for step_flow in (True, False):
         for passes in args.passes:
-            m = model(passes, step_flow)
+            m = model(passes, step_flow, args.seed)
             with torch.no_grad():
                 rate = 128 / seconds(lambda m=m: m.sample(128), "cpu", args.repeats,
                                      warmup=lambda m=m: m.sample(2))
             start = time.perf_counter()
             ema = fit(m, train, steps=args.steps, batch_size=args.batch_size, lr=2e-3,
-                      progress=args.progress, seed=0).ema_model
+                      progress=args.progress, seed=args.seed).ema_model
             train_s = time.perf_counter() - start
             g = torch.Generator().manual_seed(2)
             with torch.no_grad():
@@ -97,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, nargs="+", default=[2, 4, 8, 64])
     parser.add_argument("--particles", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and batches")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "passes.json")

@@ -43,7 +43,8 @@ STEP_CONTEXT = 64
 """Predictor features that condition the default per-step bijector."""
 
 STEP_FLOW = {"bins": 16, "bound": 3.0, "hidden": [128, 128]}
-"""Spline options of the default per-step bijector (``step_flow_options`` override them)."""
+"""Spline options of the default per-step bijector (``step_flow_options`` override them, and
+``passes``, which defaults to :func:`vector_passes`)."""
 
 VECTOR_BINS = 16
 """Spline bins of the default vector transporter's blocks."""
@@ -115,20 +116,21 @@ def default_networks(
     elif predictor is None:
         predictor = MLPPredictor(features, classes=classes, step_context=context,
                                  **(predictor_options or {}))
-    unknown = set(step_flow_options or {}) - set(STEP_FLOW)
+    known = {*STEP_FLOW, "passes"}
+    unknown = set(step_flow_options or {}) - known
     if unknown:
-        raise TypeError(f"unknown step_flow_options {sorted(unknown)}; known: "
-                        f"{sorted(STEP_FLOW)}")
+        raise TypeError(f"unknown step_flow_options {sorted(unknown)}; known: {sorted(known)}")
     if step_flow_options and step_flow != "auto":
         raise ValueError("step_flow_options apply to the default per-step bijector, which this "
                          "model does not have (step_flow is not 'auto', or the event, predictor "
                          "or transporter is not the default vector one)")
     step_options = None
     if step_flow == "auto":
-        step_options = {**STEP_FLOW, **(step_flow_options or {})}
+        step_options = {**STEP_FLOW, "passes": vector_passes(features, True),
+                        **(step_flow_options or {})}
         step_flow = MaskedAutoregressive(
             features, context, "spline", bins=step_options["bins"],
             bound=step_options["bound"], hidden=tuple(step_options["hidden"]),
-            passes=vector_passes(features, True),
+            passes=step_options["passes"],
         )
     return transporter, predictor, step_flow, options, step_options

@@ -53,8 +53,9 @@ class NTM(nn.Module):
             :meth:`Transporter.default_image` (images). For vectors ``passes`` defaults to
             :func:`ntmdist.defaults.vector_passes` (2 groups of features with the per-step
             bijector, 4 without; ``passes=D`` is fully autoregressive).
-        step_flow_options: ``bins``, ``bound`` or ``hidden`` of the default per-step bijector
-            (:data:`ntmdist.defaults.STEP_FLOW`).
+        step_flow_options: ``bins``, ``bound``, ``hidden`` or ``passes`` of the default
+            per-step bijector (:data:`ntmdist.defaults.STEP_FLOW`; ``passes`` as for the
+            transporter).
         label_dropout: Probability of replacing a label by the null label in :meth:`loss` while
             training (classifier-free guidance); default 0.1 for class-conditional models.
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 from _scripts import load_script
 
+import ntmdist as nd
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "passes.py"
 bench = load_script(SCRIPT, "passes_benchmark")
 
@@ -19,6 +21,9 @@ def test_models_have_the_passes_they_report(passes, step_flow):
     assert [b.hyper.passes for b in m.transporter.blocks] == [passes, passes]
     assert (m.step_flow.hyper.passes == passes) if step_flow else m.step_flow is None
     assert m.config()["transporter_options"]["passes"] == passes
+    if step_flow:  # the library's default per-step bijector, only its passes changed
+        default = nd.defaults.STEP_FLOW
+        assert (m.step_flow.bins, m.step_flow.bound) == (default["bins"], default["bound"])
 
 
 @pytest.mark.parametrize("step_flow", [True, False])

@@ -437,7 +437,9 @@ def test_configs_record_the_default_splines_and_old_configs_rebuild_theirs():
     model = nd.NTM((3,), step_flow_options={"bins": 4, "bound": 2.0})
     config = model.config()
     assert config["transporter_options"]["bins"] == nd.defaults.VECTOR_BINS
-    assert config["step_flow_options"] == {**nd.defaults.STEP_FLOW, "bins": 4, "bound": 2.0}
+    assert config["step_flow_options"] == {**nd.defaults.STEP_FLOW, "bins": 4, "bound": 2.0,
+                                           "passes": 2}
+    assert nd.NTM((3,), step_flow_options={"passes": 3}).step_flow.hyper.passes == 3
     assert (model.step_flow.bins, model.step_flow.bound) == (4, 2.0)
     nd.NTM.from_config(config).load_state_dict(model.state_dict())  # strict: same shapes
     old = nd.NTM((3,), transporter_options={"bins": 8}, step_flow_options={"bins": 8,

@@ -35,7 +35,7 @@ from ntmdist.metrics import energy_distance, fraction_on_support
 from ntmdist.train import fit
 
 HERE = Path(__file__).resolve().parent
-STEP = nd.defaults.STEP_FLOW
+BINS, STEP = nd.defaults.vector_splines(2)
 
 
 def build(args: argparse.Namespace) -> nd.NTM:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--t-min-hi", type=float, default=0.05,
                    help="t_min drawn in (0, this) during training (0: fixed t_min = 0)")
     p.add_argument("--blocks", type=int, default=2, help="transporter spline blocks")
-    p.add_argument("--bins", type=int, default=nd.defaults.VECTOR_BINS,
+    p.add_argument("--bins", type=int, default=BINS,
                    help="transporter spline bins")
     p.add_argument("--bound", type=float, default=5.0, help="transporter spline domain [-B, B]")
     p.add_argument("--hidden", type=int, nargs="+", default=[128, 128],

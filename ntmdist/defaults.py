@@ -1,16 +1,20 @@
 r"""Default networks of an NTM per kind of event (DESIGN section 5).
 
 - Vectors ``(D,)``: a transporter of two spline masked-autoregressive blocks (alternating
-  order, time-embedding context, zero-initialised, 16 bins on [-5, 5]), the residual-MLP
-  predictor (:class:`~ntmdist.predictor.MLPPredictor`, width 256, depth 4) and, with
-  ``step_flow="auto"`` (the default), a spline autoregressive bijector per step conditioned on
-  64 predictor features of :math:`x_t` (DESIGN section 4; :data:`STEP_FLOW`: 16 bins on
-  [-3, 3]). On the checkerboard (3000 steps, README) the per-step bijector raised the fraction of
-  samples on the support from 92.0% to 94.6% and the IWAE NLL from 3.580 to 3.545 nats; with 8
-  bins on [-5, 5] everywhere it reached 3.529 nats / 96.1% (means of 3 seeds), and 16 bins
-  with the per-step spline on [-3, 3] reach 3.513 nats / 96.7% (means of 7 seeds; zuko NSF
-  3.515 / 96.9% at the same learning rate; ``benchmarks/ablate.py``). It is left out with a
-  user's predictor (whose features are unknown) and with ``transporter=None`` (Gaussian steps).
+  order, time-embedding context, zero-initialised), the residual-MLP predictor
+  (:class:`~ntmdist.predictor.MLPPredictor`, width 256, depth 4) and, with ``step_flow="auto"``
+  (the default), a spline autoregressive bijector per step conditioned on 64 predictor features
+  of :math:`x_t` (DESIGN section 4). On the checkerboard (3000 steps, README) the per-step
+  bijector raised the fraction of samples on the support from 92.0% to 94.6% and the IWAE NLL
+  from 3.580 to 3.545 nats. It is left out with a user's predictor (whose features are unknown)
+  and with ``transporter=None`` (Gaussian steps).
+- Spline resolution (:func:`vector_splines`): for ``D <= 8`` 16 bins in the transporter and 16
+  bins on [-3, 3] in the per-step bijector; with 8 bins on [-5, 5] in both the checkerboard
+  reached 3.529 nats / 96.1% (means of 3 seeds), with the finer splines 3.513 nats / 96.7%
+  (means of 7 seeds; zuko NSF 3.515 / 96.9% at the same learning rate;
+  ``benchmarks/ablate.py``). Above ``D = 8`` 8 bins on [-5, 5]: the spline parameters are
+  ``D (3K - 1)`` outputs per network, and at ``D = 64`` 16 bins trained ~1.7x slower relative
+  to zuko NSF and sampled ~1.4x slower (``benchmarks/speed.py``).
 - Sequential passes of the vector bijectors (:func:`vector_passes`): their inverses, which
   sampling runs, take one network pass per group of features. On the 64-dimensional digits
   (flattened, 600 steps, IWAE bits/dim, ``benchmarks/passes.py``) 2 groups cost ~0.01 with the
@@ -36,18 +40,16 @@ from .predictor import ImagePredictor, MLPPredictor
 from .transforms import MaskedAutoregressive
 from .transporter import Transporter
 
-__all__ = ["STEP_CONTEXT", "STEP_FLOW", "VECTOR_BINS", "default_networks", "event_kind",
-           "vector_passes"]
+__all__ = ["FINE_SPLINES", "STEP_CONTEXT", "default_networks", "event_kind", "vector_passes",
+           "vector_splines"]
 
 STEP_CONTEXT = 64
 """Predictor features that condition the default per-step bijector."""
 
-STEP_FLOW = {"bins": 16, "bound": 3.0, "hidden": [128, 128]}
-"""Spline options of the default per-step bijector (``step_flow_options`` override them, and
-``passes``, which defaults to :func:`vector_passes`)."""
+FINE_SPLINES = 8
+"""Vectors of at most this many features get the finer default splines."""
 
-VECTOR_BINS = 16
-"""Spline bins of the default vector transporter's blocks."""
+STEP_FLOW_KEYS = ("bins", "bound", "hidden", "passes")
 
 Networks = tuple[Transporter, nn.Module, nn.Module | None, dict, dict | None]
 
@@ -61,6 +63,21 @@ def vector_passes(features: int, step_flow: bool) -> int:
         (2, 4)
     """
     return min(features, 2 if step_flow else 4)
+
+
+def vector_splines(features: int) -> tuple[int, dict]:
+    """Spline bins of the default vector transporter and the spline options of the default
+    per-step bijector (``step_flow_options`` override them): finer for ``D <= 8``.
+
+    Example:
+        >>> vector_splines(2)
+        (16, {'bins': 16, 'bound': 3.0, 'hidden': [128, 128]})
+        >>> vector_splines(64)
+        (8, {'bins': 8, 'bound': 5.0, 'hidden': [128, 128]})
+    """
+    if features <= FINE_SPLINES:
+        return 16, {"bins": 16, "bound": 3.0, "hidden": [128, 128]}
+    return 8, {"bins": 8, "bound": 5.0, "hidden": [128, 128]}
 
 
 def event_kind(event_shape: torch.Size) -> str | None:
@@ -107,7 +124,7 @@ def default_networks(
     options = dict(transporter_options or {})
     if transporter == "auto" and kind == "vector":
         options.setdefault("passes", vector_passes(features, step_flow is not None))
-        options.setdefault("bins", VECTOR_BINS)
+        options.setdefault("bins", vector_splines(features)[0])
     transporter = _transporter(transporter, event_shape, options)
     context = STEP_CONTEXT if step_flow == "auto" else getattr(step_flow, "context", 0)
     if predictor is None and kind == "image":
@@ -116,17 +133,17 @@ def default_networks(
     elif predictor is None:
         predictor = MLPPredictor(features, classes=classes, step_context=context,
                                  **(predictor_options or {}))
-    known = {*STEP_FLOW, "passes"}
-    unknown = set(step_flow_options or {}) - known
+    unknown = set(step_flow_options or {}) - set(STEP_FLOW_KEYS)
     if unknown:
-        raise TypeError(f"unknown step_flow_options {sorted(unknown)}; known: {sorted(known)}")
+        raise TypeError(f"unknown step_flow_options {sorted(unknown)}; known: "
+                        f"{sorted(STEP_FLOW_KEYS)}")
     if step_flow_options and step_flow != "auto":
         raise ValueError("step_flow_options apply to the default per-step bijector, which this "
                          "model does not have (step_flow is not 'auto', or the event, predictor "
                          "or transporter is not the default vector one)")
     step_options = None
     if step_flow == "auto":
-        step_options = {**STEP_FLOW, "passes": vector_passes(features, True),
+        step_options = {**vector_splines(features)[1], "passes": vector_passes(features, True),
                         **(step_flow_options or {})}
         step_flow = MaskedAutoregressive(
             features, context, "spline", bins=step_options["bins"],

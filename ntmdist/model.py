@@ -54,7 +54,7 @@ class NTM(nn.Module):
             :func:`ntmdist.defaults.vector_passes` (2 groups of features with the per-step
             bijector, 4 without; ``passes=D`` is fully autoregressive).
         step_flow_options: ``bins``, ``bound``, ``hidden`` or ``passes`` of the default
-            per-step bijector (:data:`ntmdist.defaults.STEP_FLOW`; ``passes`` as for the
+            per-step bijector (:func:`ntmdist.defaults.vector_splines`; ``passes`` as for the
             transporter).
         label_dropout: Probability of replacing a label by the null label in :meth:`loss` while
             training (classifier-free guidance); default 0.1 for class-conditional models.
@@ -347,8 +347,9 @@ class NTM(nn.Module):
 
 
 def _before_16_bins(config: dict) -> dict:
-    """A config written before the vector defaults moved to 16 spline bins (it has no
-    ``step_flow_options``) rebuilds the 8-bin networks on [-5, 5] it was trained with."""
+    """A config written before the vector defaults recorded their splines (it has no
+    ``step_flow_options``; all were 8 bins on [-5, 5]) rebuilds the networks it was trained
+    with."""
     if "step_flow_options" in config:
         return config
     config = dict(config)

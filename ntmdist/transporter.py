@@ -78,7 +78,7 @@ class Transporter(nn.Module):
     @classmethod
     def default(
         cls, features: int, blocks: int = 2, univariate: str = "spline", embedding: int = 32,
-        hidden: tuple[int, ...] = (128, 128), bins: int = 16, bound: float = 5.0,
+        hidden: tuple[int, ...] = (128, 128), bins: int = 8, bound: float = 5.0,
         passes: int | None = None,
     ) -> Transporter:
         """Masked autoregressive blocks with alternating order (DESIGN section 5, vectors);

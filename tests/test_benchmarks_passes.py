@@ -22,7 +22,7 @@ def test_models_have_the_passes_they_report(passes, step_flow):
     assert (m.step_flow.hyper.passes == passes) if step_flow else m.step_flow is None
     assert m.config()["transporter_options"]["passes"] == passes
     if step_flow:  # the library's default per-step bijector, only its passes changed
-        default = nd.defaults.STEP_FLOW
+        default = nd.defaults.vector_splines(64)[1]
         assert (m.step_flow.bins, m.step_flow.bound) == (default["bins"], default["bound"])
 
 

@@ -436,9 +436,13 @@ def test_configs_record_the_default_splines_and_old_configs_rebuild_theirs():
     [-5, 5] for the transporter and the per-step bijector) rebuild those."""
     model = nd.NTM((3,), step_flow_options={"bins": 4, "bound": 2.0})
     config = model.config()
-    assert config["transporter_options"]["bins"] == nd.defaults.VECTOR_BINS
-    assert config["step_flow_options"] == {**nd.defaults.STEP_FLOW, "bins": 4, "bound": 2.0,
-                                           "passes": 2}
+    bins, step = nd.defaults.vector_splines(3)
+    assert config["transporter_options"]["bins"] == bins == 16  # D <= 8: the finer splines
+    assert config["step_flow_options"] == {**step, "bins": 4, "bound": 2.0, "passes": 2}
+    wide = nd.NTM((9,)).config()
+    assert wide["transporter_options"]["bins"] == 8
+    assert wide["step_flow_options"] == {**nd.defaults.vector_splines(9)[1], "passes": 2}
+    assert (wide["step_flow_options"]["bins"], wide["step_flow_options"]["bound"]) == (8, 5.0)
     assert nd.NTM((3,), step_flow_options={"passes": 3}).step_flow.hyper.passes == 3
     assert (model.step_flow.bins, model.step_flow.bound) == (4, 2.0)
     nd.NTM.from_config(config).load_state_dict(model.state_dict())  # strict: same shapes

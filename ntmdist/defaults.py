@@ -18,8 +18,8 @@ r"""Default networks of an NTM per kind of event (DESIGN section 5).
 - Sequential passes of the vector bijectors (:func:`vector_passes`): their inverses, which
   sampling runs, take one network pass per group of features. On the 64-dimensional digits
   (flattened, 600 steps, IWAE bits/dim, ``benchmarks/passes.py``) 2 groups cost ~0.01 with the
-  per-step bijector (2.146 vs 2.135 for 64 = fully autoregressive, means over three
-  initialisations) and sampled 8.2x faster; without it (the paper's configuration) 4 groups
+  per-step bijector (2.147 vs 2.135 for 64 = fully autoregressive, means over four
+  initialisations) and sampled 7.2-8.2x faster; without it (the paper's configuration) 4 groups
   matched 64 (2.175 vs 2.172) and 2 lost ~0.02. Hence 2 groups with the per-step bijector, 4
   without; ``D <= 2`` is fully autoregressive either way.
 - Images ``(C, H, W)``: two TarFlow causal-transformer affine blocks over patches (alternating

@@ -49,7 +49,7 @@ STEP_CONTEXT = 64
 FINE_SPLINES = 8
 """Vectors of at most this many features get the finer default splines."""
 
-STEP_FLOW_KEYS = ("bins", "bound", "hidden", "passes")
+_STEP_FLOW_KEYS = ("bins", "bound", "hidden", "passes")
 
 Networks = tuple[Transporter, nn.Module, nn.Module | None, dict, dict | None]
 
@@ -133,10 +133,10 @@ def default_networks(
     elif predictor is None:
         predictor = MLPPredictor(features, classes=classes, step_context=context,
                                  **(predictor_options or {}))
-    unknown = set(step_flow_options or {}) - set(STEP_FLOW_KEYS)
+    unknown = set(step_flow_options or {}) - set(_STEP_FLOW_KEYS)
     if unknown:
         raise TypeError(f"unknown step_flow_options {sorted(unknown)}; known: "
-                        f"{sorted(STEP_FLOW_KEYS)}")
+                        f"{sorted(_STEP_FLOW_KEYS)}")
     if step_flow_options and step_flow != "auto":
         raise ValueError("step_flow_options apply to the default per-step bijector, which this "
                          "model does not have (step_flow is not 'auto', or the event, predictor "

@@ -21,12 +21,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 import zuko
+from _results import append_row
 from toy2d import nll_of, nsf_loss
 
 import ntmdist as nd
@@ -80,8 +80,7 @@ def run(args: argparse.Namespace) -> dict:
     if not nsf:
         nll = nll_of(model, held.to(device), args, g)  # toy2d's: the same points and particles
     row = dict(tag=args.tag, nll=nll, on_support=fraction_on_support(samples, "checkerboard"),
-               energy=energy_distance(samples, held), train_s=train_s,
-               config={k: v for k, v in vars(args).items() if k not in ("out", "progress")})
+               energy=energy_distance(samples, held), train_s=train_s)
     return row
 
 
@@ -119,9 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=HERE / "results" / "ablate.jsonl")
     args = p.parse_args(argv)
     row = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    row = append_row(args, row)
     print(f"{row['tag']}: NLL {row['nll']:.4f} nats, on support {row['on_support']:.2%}, "
           f"energy {row['energy']:.5f}, train {row['train_s']:.0f} s; appended to {args.out}")
     return row

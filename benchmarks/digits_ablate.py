@@ -26,11 +26,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from _results import append_row
 from digits import (
     CLASSES,
     EVENT,
@@ -99,7 +99,6 @@ def run(args: argparse.Namespace) -> dict:
                                                                          generator=bench.g, **o))
         row[f"{key}frechet"], row[f"{key}accuracy"] = judged["frechet"], judged["accuracy"]
     row["params"] = params(model)
-    row["config"] = {k: v for k, v in vars(args).items() if k not in ("out", "progress")}
     return row
 
 
@@ -132,9 +131,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     row = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    row = append_row(args, row)
     print(f"{row['tag']}: {row['bits']:.3f} bits/dim, Frechet {row['frechet']:.2f} "
           f"(tweedie {row['tweedie_frechet']:.2f}), accuracy {row['accuracy']:.1%}, "
           f"train {row['train_s']:.0f} s; appended to {args.out}")

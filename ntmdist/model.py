@@ -128,7 +128,7 @@ class NTM(nn.Module):
         custom = [k for k in names if config.get(k) == "custom"]
         if custom:
             raise ValueError(f"cannot rebuild custom modules from a config: {', '.join(custom)}")
-        config = _before_16_bins(config)
+        config = _before_spline_options(config)
         if config["predictor"] == "flow_matching":
             from .flow_matching import Velocity
 
@@ -346,7 +346,7 @@ class NTM(nn.Module):
             return dist.sample_level0(shape, generator)
 
 
-def _before_16_bins(config: dict) -> dict:
+def _before_spline_options(config: dict) -> dict:
     """A config written before the vector defaults recorded their splines (it has no
     ``step_flow_options``; all were 8 bins on [-5, 5]) rebuilds the networks it was trained
     with."""

@@ -301,12 +301,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     Distribution.set_default_validate_args(False)
     try:
-        results = {"density": density_rows(args), "sampling": sampling_rows(args),
-                   "overhead": [overhead_row(d, args) for d in args.dims]}
-        if args.compile:
-            results["compile"] = [compile_row(d, 4, args) for d in args.compile_dims]
-        if args.memory:
-            results["memory"] = memory_rows(args)
+        with torch.random.fork_rng():  # every network and input below is seeded
+            torch.manual_seed(0)
+            results = {"density": density_rows(args), "sampling": sampling_rows(args),
+                       "overhead": [overhead_row(d, args) for d in args.dims]}
+            if args.compile:
+                results["compile"] = [compile_row(d, 4, args) for d in args.compile_dims]
+            if args.memory:
+                results["memory"] = memory_rows(args)
     finally:
         torch.set_num_threads(previous[0])
         Distribution.set_default_validate_args(previous[1])

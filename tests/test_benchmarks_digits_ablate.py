@@ -1,5 +1,6 @@
 """``benchmarks/digits_ablate.py`` builds digits.py's NTM unless told otherwise, changes only the
-knobs it is given, and runs end to end (from scratch and from flow matching) on a tiny budget."""
+knobs it is given, and runs end to end (from scratch with a learned denoiser, and from flow
+matching) on a tiny budget."""
 
 import json
 import math
@@ -49,7 +50,7 @@ def test_tiny_runs_append_json_lines(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     out = tmp_path / "digits_ablate.jsonl"
     tiny = ["--per-class", "2", "--particles", "2", "--bits-points", "4", "--out", str(out)]
-    ablate.main(["--tag", "scratch", "--steps", "2", *tiny])
+    ablate.main(["--tag", "scratch", "--steps", "2", "--denoisers", "2:8", *tiny])
     ablate.main(["--tag", "fm", "--from-fm", "2", "--steps", "0", *tiny])
     assert "scratch:" in capsys.readouterr().out
     scratch, fm = [json.loads(line) for line in out.read_text().splitlines()]
@@ -59,4 +60,6 @@ def test_tiny_runs_append_json_lines(tmp_path, capsys):
             assert math.isfinite(row[key])
         assert 0 <= row["accuracy"] <= 1
     assert "fm64_frechet" in fm and "fm4_frechet" not in scratch
+    assert math.isfinite(scratch["learned_2x8_frechet"]) and scratch["learned_2x8_sample_s"] > 0
+    assert not any(key.startswith("learned") for key in fm)
     assert fm["config"]["from_fm"] == 2 and scratch["config"]["steps"] == 2

@@ -7,7 +7,9 @@ points; an upper bound), the fraction of 10k samples on the support and the ener
 10k held-out points. Runs are independent processes, so several can run side by side (on a
 machine with more cores, or on a GPU with ``--device cuda``); each appends one JSON line to
 ``--out``. ``--model nsf`` trains toy2d's zuko NSF row instead (exact NLL), for comparisons
-such as learning-rate sweeps of both models.
+such as learning-rate sweeps of both models. ``--bound-particles K ...`` also reports the
+bound with each of those particle counts on the same points (``iwae_K``; K = 1 is the ELBO), to
+see how tight 256 particles are.
 
 Usage::
 
@@ -15,6 +17,7 @@ Usage::
     python benchmarks/ablate.py --tag step-bins-8 --step-bins 8
     python benchmarks/ablate.py --tag step-bins-8-seed-1 --step-bins 8 --seed 1
     python benchmarks/ablate.py --tag nsf-lr-3e-3 --model nsf --lr 3e-3   # toy2d's zuko NSF
+    python benchmarks/ablate.py --tag bound --bound-particles 1 16 64 1024  # bound tightness
     python benchmarks/ablate.py --tag quick --steps 300        # a smoke run
 """
 
@@ -81,6 +84,9 @@ def run(args: argparse.Namespace) -> dict:
         nll = nll_of(model, held.to(device), args, g)  # toy2d's: the same points and particles
     row = dict(tag=args.tag, nll=nll, on_support=fraction_on_support(samples, "checkerboard"),
                energy=energy_distance(samples, held), train_s=train_s)
+    for k in args.bound_particles if not nsf else ():
+        row[f"iwae_{k}"] = nll_of(model, held.to(device), argparse.Namespace(
+            particles=k, nll_points=args.nll_points), g, chunk=max(1, 64_000 // k))
     return row
 
 
@@ -111,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--predictor-width", type=int, default=256)
     p.add_argument("--predictor-depth", type=int, default=4)
     p.add_argument("--particles", type=int, default=256)
+    p.add_argument("--bound-particles", type=int, nargs="*", default=[], metavar="K",
+                   help="also report the NLL bound with these particle counts (1: the ELBO)")
     p.add_argument("--nll-points", type=int, default=2000)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)

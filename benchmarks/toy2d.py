@@ -76,11 +76,12 @@ def timed(fn, *args, **kwargs):
 
 
 def nll_of(model: nd.NTM, held: torch.Tensor, args: argparse.Namespace,
-           g: torch.Generator) -> float:
-    """Mean IWAE NLL bound (nats per example) on the first ``nll_points`` held-out points."""
+           g: torch.Generator, chunk: int = 250) -> float:
+    """Mean IWAE NLL bound (nats per example) on the first ``nll_points`` held-out points,
+    ``chunk`` points at a time."""
     with torch.no_grad():
         return torch.cat([-model.iwae(c, particles=args.particles, generator=g)
-                          for c in held[: args.nll_points].split(250)]).mean().item()
+                          for c in held[: args.nll_points].split(chunk)]).mean().item()
 
 
 def issue5_rows(velocity: torch.nn.Module, ntm: nd.NTM, draw, held: torch.Tensor,

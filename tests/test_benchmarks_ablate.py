@@ -63,7 +63,7 @@ def test_tiny_run_appends_a_json_line(tmp_path, capsys):
     out = tmp_path / "ablate.jsonl"
     for tag, model in (("a", "ntm"), ("b", "ntm"), ("c", "nsf")):
         bench.main(["--tag", tag, "--model", model, "--steps", "2", "--particles", "2",
-                    "--nll-points", "8", "--out", str(out)])
+                    "--nll-points", "8", "--bound-particles", "1", "4", "--out", str(out)])
     assert "a: NLL" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["tag"] for r in rows] == ["a", "b", "c"]
@@ -71,3 +71,6 @@ def test_tiny_run_appends_a_json_line(tmp_path, capsys):
     for r in rows:
         assert math.isfinite(r["nll"]) and 0 <= r["on_support"] <= 1 and r["train_s"] > 0
         assert r["config"]["steps"] == 2
+    for r in rows[:2]:  # one bound per requested particle count
+        assert math.isfinite(r["iwae_1"]) and math.isfinite(r["iwae_4"])
+    assert "iwae_1" not in rows[2]  # NSF's NLL is exact

@@ -50,15 +50,19 @@ Issue-5 rows (``--fm-init``, on by default): "NTM T=4 from FM + N" is ``NTM.from
 on the trained velocity, fine-tuned ``N = steps // 3`` steps with ``aux_weight=2.5``, against
 "NTM T=4 scratch N", the NTM trained from scratch for the same ``N`` steps; "NTM T=4 tweedie" and
 "NTM T=4 learned" are the first NTM sampled with ``denoise="tweedie"`` and ``denoise="learned"``
-(a ``Denoiser`` trained ``N`` steps by ``ntmdist.distill.fit_denoiser``; its train s is that).
+(a ``Denoiser`` of width 128 trained ``--denoiser-steps`` steps, by default as many as the NTM,
+by ``ntmdist.distill.fit_denoiser``; its train s is that). ``benchmarks/digits_ablate.py
+--denoisers 333:128 1000:128 1000:256`` measured 47.5 / 43.3 / 43.3 Frechet for those sizes
+(tweedie 49.1): a third of the steps was too few.
 
 Cost, measured on one thread of a 2-core machine shared with other jobs (so a range), in
 seconds per optimiser step of batch 64: NTM 0.30-0.43, Gaussian 0.17-0.23, flow matching
 0.05-0.08, NSF 0.055, MAF 0.013, FM-initialised NTM 0.36-0.53, denoiser 0.23; the IWAE bound
 with 64 particles 0.22 s per held-out image; 1000 samples: NTM 1.7 s, flow matching Euler 64
 19 s, NSF 22 s. One step of everything (the two "same time" flows cost the NTM's time each, the
-issue-5 rows run a third of the steps) is 1.5-2.1 s, so the default 1000 steps take 25-35 min
-of training plus about 8 min of evaluation: about 35-45 min in all. ``--quick`` takes under
+FM-initialised and scratch issue-5 NTMs run a third of the steps, the denoiser all of them) is
+1.7-2.3 s, so the default 1000 steps take 28-38 min of training plus about 8 min of
+evaluation: about 35-50 min in all. ``--quick`` takes under
 3 min (plus 30 s the first time, to train the classifier).
 
 Usage::
@@ -369,13 +373,14 @@ def issue5(bench: Bench, ntm: nd.NTM, velocity: Velocity, schedule: nd.Schedule)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         denoiser = Denoiser(ntm.features, CLASSES)
-    result, train_s = timed(fit_denoiser, ntm, bench.data.draw, steps=n, denoiser=denoiser,
+    steps = args.denoiser_steps if args.denoiser_steps is not None else args.steps
+    result, train_s = timed(fit_denoiser, ntm, bench.data.draw, steps=steps, denoiser=denoiser,
                             **bench.opts)
     result.apply_ema()
     ntm.denoiser.eval()
     bench.add("issue5", "NTM T=4 learned",
               lambda y: ntm.sample(len(y), y, denoise="learned", generator=bench.g),
-              params=params(ntm.denoiser), steps=n, train_s=train_s, bits=bits)
+              params=params(ntm.denoiser), steps=steps, train_s=train_s, bits=bits)
 
 
 def fmt(v: float | None, spec: str) -> str:
@@ -457,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--fm-init", action=argparse.BooleanOptionalAction, default=True,
                         help="add the issue-5 rows (FM-initialised fine-tuning, denoisers)")
+    parser.add_argument("--denoiser-steps", type=int, default=None,
+                        help="steps of the learned denoiser (default: --steps)")
     parser.add_argument("--classifier", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "digits.json")
     args = parser.parse_args(argv)

@@ -40,6 +40,8 @@ def test_tiny_run_writes_json_and_reuses_the_classifier(tmp_path, monkeypatch, c
     models = {r["model"] for r in report["results"]}
     assert {"NTM T=4", "Gaussian T=4", "flow matching Euler 4", "flow matching Euler 64",
             "zuko NSF (same time)", "zuko MAF (same steps)", "NTM T=4 learned"} <= models
+    learned = next(r for r in report["results"] if r["model"] == "NTM T=4 learned")
+    assert learned["steps"] == 3  # the denoiser trains as many steps as the NTM by default
     for r in report["results"]:
         assert math.isfinite(r["frechet"]) and 0 <= r["accuracy"] <= 1
         assert r["bits"] is None or math.isfinite(r["bits"])

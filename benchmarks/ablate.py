@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> dict:
     device = next(model.parameters()).device
     with torch.no_grad():
         if nsf:  # toy2d's zuko NSF row: exact NLL on the same points
-            samples = model().sample((10_000,)).cpu()
+            with torch.random.fork_rng():
+                torch.manual_seed(args.seed + 1)  # zuko samples from the global generator
+                samples = model().sample((10_000,)).cpu()
             nll = -model().log_prob(held[: args.nll_points].to(device)).mean().item()
         else:
             samples = model.sample(10_000, generator=g).cpu()

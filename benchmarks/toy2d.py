@@ -149,7 +149,8 @@ def run_toy(name: str, args: argparse.Namespace) -> list[dict]:
                          train_s=train_s, sample_s=sample_s))
     result, train_s = timed(fit, nsf, draw, loss_fn=nsf_loss, **opts)
     flow = result.ema_model
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(args.seed + 1)  # zuko samples from the global generator
         samples, sample_s = timed(lambda: flow().sample((10_000,)))
         nll = -flow().log_prob(held[: args.nll_points]).mean().item()
     rows.append(dict(model="zuko NSF (3 transforms)", nll=nll, samples=samples, train_s=train_s,

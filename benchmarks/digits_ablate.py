@@ -7,7 +7,8 @@ then reports the held-out IWAE bits/dim and the Frechet distance and accuracy of
 (100 per class) in the cached classifier's features, sampled plainly and with
 ``denoise="tweedie"``. ``--from-fm K`` instead trains digits.py's flow-matching model for ``K``
 steps, reports its Euler 4 and 64 samples, and fine-tunes ``NTM.from_flow_matching`` on it for
-``--steps`` steps (``aux_weight`` ``--aux``; ``--steps 0`` measures the initial NTM, the
+``--steps`` steps (``aux_weight`` ``--aux``, the velocity held for the first ``--hold`` steps,
+by default a tenth; ``--steps 0`` measures the initial NTM, the
 flow-matching model as a 4-step ancestral sampler). ``--denoisers STEPS:WIDTH ...`` then
 trains a learned ``Denoiser`` of that width (depth 2) for that many steps on the trained NTM,
 one per entry, and reports ``denoise="learned"`` samples and their sampling time against
@@ -95,7 +96,11 @@ def run(args: argparse.Namespace) -> dict:
             model = nd.NTM.from_flow_matching(velocity, schedule, transporter_options=TRANSPORTER)
         start = time.perf_counter()
     if args.steps:
-        model, _ = bench.train(model, args.steps, aux_weight=args.aux if args.from_fm else 0.0)
+        fine = {}
+        if args.from_fm:
+            hold = args.steps // 10 if args.hold is None else args.hold
+            fine = dict(aux_weight=args.aux, hold={"predictor.velocity": hold})
+        model, _ = bench.train(model, args.steps, **fine)
     else:
         model = model.to(bench.device).eval()
     row["train_s"] = time.perf_counter() - start
@@ -145,6 +150,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--from-fm", type=int, default=0, metavar="K",
                    help="initialise from a flow-matching model trained K steps")
     p.add_argument("--aux", type=float, default=2.5, help="aux_weight of FM fine-tuning")
+    p.add_argument("--hold", type=int, default=None, metavar="K",
+                   help="FM fine-tuning: hold the velocity K steps (default: steps // 10)")
     p.add_argument("--denoisers", nargs="*", default=[], metavar="STEPS:WIDTH",
                    help="learned denoisers to train on the NTM and judge")
     p.add_argument("--particles", type=int, default=64)

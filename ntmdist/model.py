@@ -167,12 +167,19 @@ class NTM(nn.Module):
         At initialisation the NTM is the flow-matching model used as a T-step Gaussian ancestral
         sampler (:func:`ntmdist.flow_matching.ancestral`), exactly for every step with
         :math:`C \geq \sigma_{min}` (all steps when :math:`t_{min} > 0` is not tiny).
-        Fine-tune with ``fit(model, data, ..., aux_weight=2.5)``.
+        Fine-tune with ``fit(model, data, steps=n, aux_weight=2.5,
+        hold={"predictor.velocity": n // 10})``: the initial scale :math:`C` is far below the
+        velocity's errors on the low-noise steps, so the scale head calibrates before the
+        velocity is trained (on digits this took the fine-tuned NTM from 2.16 to 2.14
+        bits/dim; ``benchmarks/digits_ablate.py --from-fm``).
 
         Arguments:
             velocity: :class:`ntmdist.flow_matching.Velocity` or any module called as
                 ``velocity(x, t, y)`` with ``t`` of shape ``x.shape[:1]``; it is deep-copied,
-                so fine-tuning leaves the argument unchanged.
+                so fine-tuning leaves the argument unchanged, and the copy is made trainable
+                (``requires_grad_(True)``) even when the argument is frozen, e.g. the
+                ``ema_model`` of :func:`ntmdist.train.fit`. Freeze
+                ``model.predictor.velocity`` afterwards to fine-tune the rest only.
             schedule, transporter, transporter_options: As for :class:`NTM`.
             event_shape, classes: Default to the velocity's attributes of those names.
             predictor_options: Keyword arguments of :class:`FlowMatchingPredictor`.
@@ -192,7 +199,7 @@ class NTM(nn.Module):
         classes = getattr(velocity, "classes", None) if classes is None else classes
         rebuild = callable(getattr(velocity, "config", None))
         velocity_config = velocity.config() if rebuild else {"backbone": "custom"}
-        velocity = copy.deepcopy(velocity)
+        velocity = copy.deepcopy(velocity).requires_grad_(True)
         predictor = FlowMatchingPredictor(velocity, math.prod(event_shape), classes,
                                           **(predictor_options or {}))
         model = cls(tuple(event_shape), schedule, transporter, predictor, classes,

@@ -53,7 +53,9 @@ class FitResult:
 
     Attributes:
         model: The trained model (trained in place; never the DDP wrapper).
-        ema_model: A separate copy holding the EMA weights, or ``None`` when ``ema=None``.
+        ema_model: A separate copy holding the EMA weights, or ``None`` when ``ema=None``. Its
+            parameters are frozen (``requires_grad=False``): call ``.requires_grad_()`` on it
+            before training it further.
         history: ``{"loss": [...], "grad_norm": [...], "eval": [{"step": n, ...}, ...]}``; loss
             and gradient norm per step (loss averaged over ranks), from step 1, across resumes.
         step: The last completed optimiser step.
@@ -88,6 +90,21 @@ def aux_factor(step: int, steps: int) -> float:
 def ema_decay(decay: float, step: int) -> float:
     """EMA decay used after 1-based update ``step``: ``min(decay, (1 + step) / (10 + step))``."""
     return min(decay, (1 + step) / (10 + step))
+
+
+def _held(model: nn.Module, hold: dict[str, int]) -> list[tuple[int, list[nn.Parameter]]]:
+    """``(k, parameters)`` per prefix of ``hold``; every prefix must name trainable ones."""
+    groups = []
+    for prefix, until in hold.items():
+        if isinstance(until, bool) or not isinstance(until, int) or until < 0:
+            raise ValueError(f"hold[{prefix!r}] must be a number of steps >= 0, got {until!r}")
+        group = [p for name, p in model.named_parameters()
+                 if p.requires_grad and (name == prefix or name.startswith(prefix + "."))]
+        if not group:
+            raise ValueError(f"hold: no trainable parameter of {type(model).__name__} is "
+                             f"named {prefix!r} or starts with {prefix + '.'!r}")
+        groups.append((until, group))
+    return groups
 
 
 def _check_horizon(saved: dict | None, now: dict, step: int) -> None:
@@ -136,7 +153,7 @@ def fit(
     checkpoint_every: int = 1000, resume: bool = False, seed: int = 0, progress: bool = True,
     device: str | torch.device | None = None, loss_fn: Callable[..., Tensor] | None = None,
     callback: Callable[[int, dict], None] | None = None, ddp_options: dict | None = None,
-    aux_weight: float = 0.0,
+    aux_weight: float = 0.0, hold: dict[str, int] | None = None,
 ) -> FitResult:
     """Train ``model`` in place by minimising ``loss_fn`` on batches of ``data``.
 
@@ -173,6 +190,12 @@ def fit(
             from flow matching), weighted by :func:`aux_factor`. The raw term goes to
             ``history["aux"]`` and the callback gets ``aux`` and ``aux_weight``; the frozen
             copy is checkpointed (``"frozen"``) so that a resumed run matches.
+        hold: ``{prefix: k}``: the parameters whose names (``model.named_parameters()``)
+            start with ``prefix`` are held for the first ``k`` steps (their gradients dropped
+            before clipping; AdamW's state for them starts at their first update). Fine-tuning
+            from flow matching uses ``{"predictor.velocity": steps // 10}``: the initial scale
+            :math:`C` is far too small for the velocity's errors, and the scale head and
+            transporter calibrate before the velocity sees the resulting large gradients.
 
     Under ``torch.distributed`` the loss is wrapped in DDP (gradients averaged), every rank
     draws its own batches and loss noise, and only rank 0 logs, evaluates and writes.
@@ -205,6 +228,11 @@ def fit(
     draw = batch_sampler(data, batch_size)
     frozen = copy.deepcopy(model.predictor).requires_grad_(False).eval() if aux_weight else None
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"every parameter of {type(model).__name__} is frozen "
+                         "(requires_grad=False; FitResult.ema_model is): call "
+                         ".requires_grad_() first")
+    held = _held(model, hold or {})
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: lr_factor(n, steps, warmup))
     data_g = torch.Generator().manual_seed(_seed(seed, rank, 0))
@@ -260,6 +288,10 @@ def fit(
             value = mean.item()
             if not math.isfinite(value):
                 raise FloatingPointError(f"non-finite loss {value} at step {step}")
+            for until, group in held:
+                if step <= until:
+                    for p in group:
+                        p.grad = None
             clip = grad_clip if grad_clip is not None else math.inf
             norm = torch.nn.utils.clip_grad_norm_(params, clip).item()
             rate = optimizer.param_groups[0]["lr"]

@@ -1,5 +1,6 @@
 """Flow matching (velocity, training, samplers), NTM.from_flow_matching and aux_weight."""
 
+import copy
 import math
 
 import pytest
@@ -207,6 +208,63 @@ def test_from_flow_matching_config_round_trip():
         nd.NTM.from_config(image_model.config())
     with pytest.raises(ValueError, match="event_shape"):
         nd.NTM.from_flow_matching(nn.Identity())
+
+
+def test_from_flow_matching_trains_a_frozen_velocity():
+    """fit's ema_model is frozen; the NTM built on it must still fine-tune the velocity (the
+    benchmarks' FM rows once trained only the head and transporter because of this)."""
+    x = torch.randn(128, 3, generator=torch.Generator().manual_seed(5))
+    trained = fit(random_velocity(), x, steps=2, batch_size=16, loss_fn=fm.velocity_loss,
+                  progress=False).ema_model
+    assert not any(p.requires_grad for p in trained.parameters())
+    model = nd.NTM.from_flow_matching(trained, nd.Schedule(2, 0.05), transporter=None,
+                                      predictor_options={"width": 8, "depth": 1})
+    before = copy.deepcopy(model.predictor.velocity.state_dict())
+    fit(model, x, steps=2, batch_size=16, progress=False)
+    changed = [k for k, v in model.predictor.velocity.state_dict().items()
+               if not torch.equal(v, before[k])]
+    assert changed and not any(p.requires_grad for p in trained.parameters())
+    with pytest.raises(ValueError, match="frozen"):
+        fit(trained, x, steps=1, loss_fn=fm.velocity_loss, progress=False)
+
+
+def test_hold_keeps_the_velocity_fixed_for_its_first_steps(tmp_path):
+    x = torch.randn(128, 3, generator=torch.Generator().manual_seed(6))
+    kwargs = dict(batch_size=16, progress=False, aux_weight=2.5,
+                  hold={"predictor.velocity": 2})
+
+    def model():
+        return nd.NTM.from_flow_matching(random_velocity(), nd.Schedule(2, 0.05),
+                                         predictor_options={"width": 8, "depth": 1})
+
+    def state(m, prefix):
+        return {k: v.clone() for k, v in m.state_dict().items() if k.startswith(prefix)}
+
+    def changed(a, b):
+        return [k for k in a if not torch.equal(a[k], b[k])]
+
+    start = model()
+    velocity, head = state(start, "predictor.velocity."), state(start, "predictor.head.")
+    two = fit(model(), x, steps=2, **kwargs)
+    assert not changed(velocity, state(two.model, "predictor.velocity."))
+    assert not changed(velocity, state(two.ema_model, "predictor.velocity."))
+    assert changed(head, state(two.model, "predictor.head."))
+    three = fit(model(), x, steps=3, **kwargs)
+    assert changed(velocity, state(three.model, "predictor.velocity."))
+
+    def stop(step, metrics):
+        if step == 1:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(model(), x, steps=3, checkpoint=path, checkpoint_every=1, callback=stop, **kwargs)
+    resumed = fit(model(), x, steps=3, checkpoint=path, resume=True, **kwargs)
+    assert resumed.history["loss"] == three.history["loss"]
+    for bad, match in (({"predictor.velo": 1}, "no trainable parameter"),
+                       ({"predictor.velocity": -1}, "steps >= 0")):
+        with pytest.raises(ValueError, match=match):
+            fit(model(), x, steps=1, batch_size=16, progress=False, hold=bad)
 
 
 def test_aux_factor_is_a_cosine_from_one_to_zero():

@@ -167,11 +167,12 @@ class NTM(nn.Module):
         At initialisation the NTM is the flow-matching model used as a T-step Gaussian ancestral
         sampler (:func:`ntmdist.flow_matching.ancestral`), exactly for every step with
         :math:`C \geq \sigma_{min}` (all steps when :math:`t_{min} > 0` is not tiny).
-        Fine-tune with ``fit(model, data, steps=n, aux_weight=2.5,
-        hold={"predictor.velocity": n // 10})``: the initial scale :math:`C` is far below the
-        velocity's errors on the low-noise steps, so the scale head calibrates before the
-        velocity is trained (on digits this took the fine-tuned NTM from 2.16 to 2.14
-        bits/dim; ``benchmarks/digits_ablate.py --from-fm``).
+        Fine-tune with ``fit(model, data, steps=n, aux_weight=2.5)``. The initial scale
+        :math:`C` is far below the velocity's errors on the low-noise steps (the initial loss
+        is large); ``hold={"predictor.velocity": k}`` lets the scale head and transporter
+        calibrate for ``k`` steps before the velocity trains (the benchmarks hold it
+        ``n // 10``; on digits it measured level with no hold: 2.169 vs 2.156 bits/dim,
+        ``benchmarks/digits_ablate.py --from-fm 1000 --hold K``).
 
         Arguments:
             velocity: :class:`ntmdist.flow_matching.Velocity` or any module called as

@@ -192,10 +192,9 @@ def fit(
             copy is checkpointed (``"frozen"``) so that a resumed run matches.
         hold: ``{prefix: k}``: the parameters whose names (``model.named_parameters()``)
             start with ``prefix`` are held for the first ``k`` steps (their gradients dropped
-            before clipping; AdamW's state for them starts at their first update). Fine-tuning
-            from flow matching uses ``{"predictor.velocity": steps // 10}``: the initial scale
-            :math:`C` is far too small for the velocity's errors, and the scale head and
-            transporter calibrate before the velocity sees the resulting large gradients.
+            before clipping; AdamW's state for them starts at their first update), e.g.
+            ``{"predictor.velocity": steps // 10}`` to calibrate a flow-matching NTM's scale
+            head and transporter before its velocity trains.
 
     Under ``torch.distributed`` the loss is wrapped in DDP (gradients averaged), every rank
     draws its own batches and loss noise, and only rank 0 logs, evaluates and writes.

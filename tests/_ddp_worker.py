@@ -52,5 +52,8 @@ def worker(rank: int, world: int, port: int, folder: str) -> None:
                     "ema": result.ema_model.state_dict(), "resumed": resumed.state_dict(),
                     "first_batch": batches[0], "writes": first_writes,
                     "loss": result.history["loss"]}, folder / f"rank{rank}.pt")
+        # Rank 0 hosts the TCP store: tearing it down while rank 1 still talks to it aborted
+        # rank 1 once in CI ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()

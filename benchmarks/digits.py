@@ -47,9 +47,9 @@ Columns:
 - guidance table: ``model.sample(n, y, guidance=w)`` for w in {0, 1, 3}.
 
 Issue-5 rows (``--fm-init``, on by default): "NTM T=4 from FM + N" is ``NTM.from_flow_matching``
-on the trained velocity, fine-tuned ``N = steps // 3`` steps with ``aux_weight=2.5`` (velocity held
-for the first ``N // 10``), against
-"NTM T=4 scratch N", the NTM trained from scratch for the same ``N`` steps; "NTM T=4 tweedie" and
+on the trained velocity, fine-tuned ``N = steps // 3`` steps with ``aux_weight=2.5`` (the velocity
+held for the first ``N // 10``), against "NTM T=4 scratch N", the NTM trained from scratch for the
+same ``N`` steps; "NTM T=4 tweedie" and
 "NTM T=4 learned" are the first NTM sampled with ``denoise="tweedie"`` and ``denoise="learned"``
 (a ``Denoiser`` of width 128 trained ``--denoiser-steps`` steps, by default as many as the NTM,
 by ``ntmdist.distill.fit_denoiser``; its train s is that). ``benchmarks/digits_ablate.py

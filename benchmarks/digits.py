@@ -46,15 +46,14 @@ Columns:
 - sample s/1000: wall-clock seconds per 1000 samples; "vs FM-64" as above.
 - guidance table: ``model.sample(n, y, guidance=w)`` for w in {0, 1, 3}.
 
-Issue-5 rows (``--fm-init``, on by default): "NTM T=4 from FM + N" is ``NTM.from_flow_matching``
-on the trained velocity, fine-tuned ``N = steps // 3`` steps with ``aux_weight=2.5`` (the velocity
+Issue-5 rows (``--fm-init``, on by default): "NTM T=4 from FM + N" is ``NTM.from_flow_matching`` on
+the trained velocity, fine-tuned ``N = steps // 3`` steps with ``aux_weight=2.5`` (the velocity
 held for the first ``N // 10``), against "NTM T=4 scratch N", the NTM trained from scratch for the
-same ``N`` steps; "NTM T=4 tweedie" and
-"NTM T=4 learned" are the first NTM sampled with ``denoise="tweedie"`` and ``denoise="learned"``
-(a ``Denoiser`` of width 128 trained ``--denoiser-steps`` steps, by default as many as the NTM,
-by ``ntmdist.distill.fit_denoiser``; its train s is that). ``benchmarks/digits_ablate.py
---denoisers 333:128 1000:128 1000:256`` measured 47.5 / 43.3 / 43.3 Frechet for those sizes
-(tweedie 49.1): a third of the steps was too few.
+same ``N`` steps; "NTM T=4 tweedie" and "NTM T=4 learned" are the first NTM sampled with
+``denoise="tweedie"`` and ``denoise="learned"`` (a ``Denoiser`` of width 128 trained
+``--denoiser-steps`` steps, by default as many as the NTM, by ``ntmdist.distill.fit_denoiser``; its
+train s is that). ``benchmarks/digits_ablate.py --denoisers 333:128 1000:128 1000:256`` measured
+47.5 / 43.3 / 43.3 Frechet for those sizes (tweedie 49.1): a third of the steps was too few.
 
 Cost, measured on one thread of a 2-core machine shared with other jobs (so a range), in
 seconds per optimiser step of batch 64: NTM 0.30-0.43, Gaussian 0.17-0.23, flow matching

@@ -22,11 +22,12 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .config import rebuild
 from .defaults import default_networks
 from .predictor import FlowMatchingPredictor
 from .schedule import Schedule
 from .trajectory import TrajectoryDistribution
-from .validation import check_count, check_labels, check_tensor
+from .validation import check_count, check_data, check_labels, check_tensor
 
 __all__ = ["NTM"]
 
@@ -123,35 +124,9 @@ class NTM(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> NTM:
-        """Rebuild a model (untrained weights) from :meth:`config`."""
-        names = ("transporter", "predictor", "step_flow", "velocity", "denoiser")
-        custom = [k for k in names if config.get(k) == "custom"]
-        if custom:
-            raise ValueError(f"cannot rebuild custom modules from a config: {', '.join(custom)}")
-        config = _before_spline_options(config)
-        if config["predictor"] == "flow_matching":
-            from .flow_matching import Velocity
-
-            model = cls.from_flow_matching(
-                Velocity(**config["velocity"]), Schedule(**config["schedule"]),
-                transporter=config["transporter"], classes=config["classes"],
-                predictor_options=config["predictor_options"],
-                transporter_options=config["transporter_options"],
-            )
-        else:
-            model = cls(
-                tuple(config["event_shape"]), Schedule(**config["schedule"]),
-                transporter=config["transporter"], classes=config["classes"],
-                step_flow=config["step_flow"], predictor_options=config["predictor_options"],
-                transporter_options=config["transporter_options"],
-                label_dropout=config.get("label_dropout"),
-                step_flow_options=config["step_flow_options"],
-            )
-        if config.get("denoiser") is not None:
-            from .distill import Denoiser
-
-            model.denoiser = Denoiser(**config["denoiser"])
-        return model
+        """Rebuild a model (untrained weights) from :meth:`config` (:func:`ntmdist.config.rebuild`;
+        configs of earlier versions are upgraded)."""
+        return rebuild(cls, config)
 
     @classmethod
     def from_flow_matching(
@@ -243,29 +218,9 @@ class NTM(nn.Module):
         )
 
     def _check_data(self, x: Tensor, y: Tensor | None = None) -> Tensor | None:
-        """Check the type and shape of data ``x`` (NaN and inf are refused by
-        :meth:`Schedule.sample`, magnitudes by ``log_prob``) and return labels ``y`` as a tensor
-        on the model's device, checked to match the batch of ``x``."""
-        check_tensor(x, "data", self._ref())
-        n = len(self.event_shape)
-        if x.dim() < n + 1 or x.shape[x.dim() - n :] != self.event_shape:
-            raise ValueError(
-                f"data must have shape (batch, {', '.join(map(str, self.event_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
-        if y is None:
-            return None
-        y = torch.as_tensor(y, device=self._ref().device)
-        batch = x.shape[: x.dim() - n]
-        shape = y.shape[:-1] if y.is_floating_point() else y.shape
-        try:
-            ok = torch.broadcast_shapes(shape, batch) == batch
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"labels y of shape {tuple(y.shape)} do not match the data batch "
-                             f"shape {tuple(batch)}")
-        return y
+        """Data ``x`` ``(batch, *event)`` checked; labels ``y`` as a tensor on the model's
+        device (:func:`ntmdist.validation.check_data`)."""
+        return check_data(x, y, self.event_shape, self._ref())
 
     def loss(
         self, x0: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
@@ -353,18 +308,3 @@ class NTM(nn.Module):
         with torch.no_grad():
             return dist.sample_level0(shape, generator)
 
-
-def _before_spline_options(config: dict) -> dict:
-    """A config written before the vector defaults recorded their splines (it has no
-    ``step_flow_options``; all were 8 bins on [-5, 5]) rebuilds the networks it was trained
-    with."""
-    if "step_flow_options" in config:
-        return config
-    config = dict(config)
-    vector = len(config["event_shape"]) == 1
-    default_step = (vector and config["step_flow"] == "auto" and config["predictor"] == "auto"
-                    and config["transporter"] is not None)
-    config["step_flow_options"] = {"bins": 8, "bound": 5.0} if default_step else None
-    if vector and config["transporter"] == "auto":
-        config["transporter_options"] = {"bins": 8, **config["transporter_options"]}
-    return config

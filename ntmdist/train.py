@@ -1,15 +1,7 @@
 r"""The fit loop: AdamW, linear warm-up then cosine decay, gradient clipping, an EMA copy of the
 weights, periodic evaluation, atomic checkpoints with exact resume, and ``torch.distributed``.
 
-The learning rate at (0-based) optimiser step :math:`n` of :math:`N`, with :math:`W` warm-up
-steps, is
-
-.. math:: \mathrm{lr}_n = \mathrm{lr} \cdot \begin{cases} (n + 1) / W & n < W \\
-          \tfrac12 \big(1 + \cos(\pi (n - W) / (N - W))\big) & n \geq W \end{cases}
-
-and after update :math:`n \geq 1` the EMA weights are
-:math:`e_n = d_n e_{n-1} + (1 - d_n) w_n`, :math:`d_n = \min(d, (1 + n) / (10 + n))`,
-:math:`e_0 = w_0` (the warm-up of the decay keeps short runs from averaging in the random init).
+The learning-rate, EMA-decay and alignment-weight schedules are those of :mod:`ntmdist.optim`.
 
 All randomness comes from two CPU generators owned by the loop, one for batches and one passed
 to the loss; their states are checkpointed, so a resumed run is bitwise the run that was not
@@ -43,6 +35,7 @@ from tqdm.auto import tqdm
 from .batches import batch_sampler
 from .checkpoint import gather_states, load_checkpoint, metadata, plain, save_checkpoint
 from .objective import Objective
+from .optim import aux_factor, check_horizon, ema_decay, ema_update, held_groups, lr_factor
 
 __all__ = ["FitResult", "aux_factor", "ema_decay", "fit", "lr_factor"]
 
@@ -75,61 +68,8 @@ class FitResult:
         return self.model
 
 
-def lr_factor(step: int, steps: int, warmup: int) -> float:
-    """Multiplier of the base learning rate at 0-based optimiser step ``step``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min((step - warmup) / max(steps - warmup, 1), 1.0)))
-
-
-def aux_factor(step: int, steps: int) -> float:
-    """Cosine decay of the alignment weight at 0-based step ``step``: from 1 to 0 at ``steps``."""
-    return 0.5 * (1 + math.cos(math.pi * min(step / max(steps, 1), 1.0)))
-
-
-def ema_decay(decay: float, step: int) -> float:
-    """EMA decay used after 1-based update ``step``: ``min(decay, (1 + step) / (10 + step))``."""
-    return min(decay, (1 + step) / (10 + step))
-
-
-def _held(model: nn.Module, hold: dict[str, int]) -> list[tuple[int, list[nn.Parameter]]]:
-    """``(k, parameters)`` per prefix of ``hold``; every prefix must name trainable ones."""
-    groups = []
-    for prefix, until in hold.items():
-        if isinstance(until, bool) or not isinstance(until, int) or until < 0:
-            raise ValueError(f"hold[{prefix!r}] must be a number of steps >= 0, got {until!r}")
-        group = [p for name, p in model.named_parameters()
-                 if p.requires_grad and (name == prefix or name.startswith(prefix + "."))]
-        if not group:
-            raise ValueError(f"hold: no trainable parameter of {type(model).__name__} is "
-                             f"named {prefix!r} or starts with {prefix + '.'!r}")
-        groups.append((until, group))
-    return groups
-
-
-def _check_horizon(saved: dict | None, now: dict, step: int) -> None:
-    """Warn when a run resumes with another length or warm-up than the one that wrote it."""
-    if saved is None or saved == now:
-        return
-    before = lr_factor(step, saved["steps"], saved["warmup"])
-    after = lr_factor(step, now["steps"], now["warmup"])
-    warnings.warn(
-        f"the checkpoint was written by a run of {saved['steps']} steps (warm-up "
-        f"{saved['warmup']}), resuming for {now['steps']} (warm-up {now['warmup']}): from step "
-        f"{step} the learning rate follows this run's schedule ({before:.3g} -> {after:.3g} of "
-        "the peak), so the run matches no uninterrupted run", stacklevel=3)
-
-
 def _seed(seed: int, rank: int, stream: int) -> int:
     return (seed + 1_000_003 * (2 * rank + stream)) % 2**63
-
-
-@torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p, 1 - decay)
-    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
-        e.copy_(b)
 
 
 def _evaluate(eval_fn: Callable, model: nn.Module) -> dict[str, Any]:
@@ -231,7 +171,7 @@ def fit(
         raise ValueError(f"every parameter of {type(model).__name__} is frozen "
                          "(requires_grad=False; FitResult.ema_model is): call "
                          ".requires_grad_() first")
-    held = _held(model, hold or {})
+    held = held_groups(model, hold or {})
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: lr_factor(n, steps, warmup))
     data_g = torch.Generator().manual_seed(_seed(seed, rank, 0))
@@ -246,7 +186,7 @@ def fit(
         start, history, elapsed_before = state["step"], state["history"], state["elapsed"]
         if frozen is not None and state.get("frozen") is not None:
             frozen.load_state_dict(state["frozen"])
-        _check_horizon(state.get("horizon"), {"steps": steps, "warmup": warmup}, start)
+        check_horizon(state.get("horizon"), {"steps": steps, "warmup": warmup}, start)
         rng = state["rng"]
         if rng["data"].shape[0] == world:
             data_g.set_state(rng["data"][rank].clone())  # a view with an offset crashes
@@ -297,7 +237,7 @@ def fit(
             optimizer.step()
             scheduler.step()
             if ema_model is not None:
-                _ema_update(ema_model, model, ema_decay(ema, step))
+                ema_update(ema_model, model, ema_decay(ema, step))
             history["loss"].append(value)
             history["grad_norm"].append(norm)
             metrics: dict[str, Any] = {}

@@ -28,6 +28,7 @@ from torch.distributions import Distribution
 
 __all__ = [
     "check_count",
+    "check_data",
     "check_generator",
     "check_grid",
     "check_labels",
@@ -215,3 +216,30 @@ def check_weight(w: object, name: str) -> float:
     if not (math.isfinite(w) and w >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
     return float(w)
+
+
+def check_data(x: object, y: object, event_shape: torch.Size, ref: Tensor) -> Tensor | None:
+    """Check the type and shape of data ``x`` ``(*batch, *event_shape)`` (NaN and inf are
+    refused by :meth:`Schedule.sample`, magnitudes by ``log_prob``) and return labels ``y`` as a
+    tensor on ``ref``'s device (``None`` stays ``None``), checked to match the batch of ``x``
+    (integer labels ``batch``, float context ``(*batch, C)``)."""
+    check_tensor(x, "data", ref)
+    n = len(event_shape)
+    if x.dim() < n + 1 or x.shape[x.dim() - n :] != event_shape:
+        raise ValueError(
+            f"data must have shape (batch, {', '.join(map(str, event_shape))}), "
+            f"got {tuple(x.shape)}"
+        )
+    if y is None:
+        return None
+    y = torch.as_tensor(y, device=ref.device)
+    batch = x.shape[: x.dim() - n]
+    shape = y.shape[:-1] if y.is_floating_point() else y.shape
+    try:
+        ok = torch.broadcast_shapes(shape, batch) == batch
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"labels y of shape {tuple(y.shape)} do not match the data batch "
+                         f"shape {tuple(batch)}")
+    return y

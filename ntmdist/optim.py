@@ -1,0 +1,86 @@
+r"""The schedules of the fit loop: learning rate, alignment weight, EMA decay, held parameters.
+
+The learning rate at (0-based) optimiser step :math:`n` of :math:`N`, with :math:`W` warm-up
+steps, is
+
+.. math:: \mathrm{lr}_n = \mathrm{lr} \cdot \begin{cases} (n + 1) / W & n < W \\
+          \tfrac12 \big(1 + \cos(\pi (n - W) / (N - W))\big) & n \geq W \end{cases}
+
+and after update :math:`n \geq 1` the EMA weights are
+:math:`e_n = d_n e_{n-1} + (1 - d_n) w_n`, :math:`d_n = \min(d, (1 + n) / (10 + n))`,
+:math:`e_0 = w_0` (the warm-up of the decay keeps short runs from averaging in the random init).
+The weight of the mean-alignment term of flow-matching fine-tuning (Gu et al., 2026,
+arXiv 2605.08078) decays as :math:`\lambda \tfrac12 (1 + \cos(\pi n / N))`.
+
+Example:
+    >>> [round(lr_factor(n, steps=10, warmup=2), 3) for n in (0, 1, 2, 9)]
+    [0.5, 1.0, 1.0, 0.038]
+    >>> aux_factor(0, 10), aux_factor(10, 10), ema_decay(0.999, 1)
+    (1.0, 0.0, 0.18181818181818182)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import nn
+
+__all__ = ["aux_factor", "check_horizon", "ema_decay", "ema_update", "held_groups", "lr_factor"]
+
+
+def lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Multiplier of the base learning rate at 0-based optimiser step ``step``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min((step - warmup) / max(steps - warmup, 1), 1.0)))
+
+
+def aux_factor(step: int, steps: int) -> float:
+    """Cosine decay of the alignment weight at 0-based step ``step``: from 1 to 0 at ``steps``."""
+    return 0.5 * (1 + math.cos(math.pi * min(step / max(steps, 1), 1.0)))
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """EMA decay used after 1-based update ``step``: ``min(decay, (1 + step) / (10 + step))``."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model`` for parameters; buffers are copied."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def held_groups(model: nn.Module, hold: dict[str, int]) -> list[tuple[int, list[nn.Parameter]]]:
+    """``(k, parameters)`` per prefix of ``hold``: the trainable parameters named ``prefix`` or
+    ``prefix.*``, held for the first ``k`` steps. Every prefix must name some."""
+    groups = []
+    for prefix, until in hold.items():
+        if isinstance(until, bool) or not isinstance(until, int) or until < 0:
+            raise ValueError(f"hold[{prefix!r}] must be a number of steps >= 0, got {until!r}")
+        group = [p for name, p in model.named_parameters()
+                 if p.requires_grad and (name == prefix or name.startswith(prefix + "."))]
+        if not group:
+            raise ValueError(f"hold: no trainable parameter of {type(model).__name__} is "
+                             f"named {prefix!r} or starts with {prefix + '.'!r}")
+        groups.append((until, group))
+    return groups
+
+
+def check_horizon(saved: dict | None, now: dict, step: int) -> None:
+    """Warn when a run resumes with another length or warm-up (``{"steps", "warmup"}``) than
+    the one that wrote its checkpoint at ``step``."""
+    if saved is None or saved == now:
+        return
+    before = lr_factor(step, saved["steps"], saved["warmup"])
+    after = lr_factor(step, now["steps"], now["warmup"])
+    warnings.warn(
+        f"the checkpoint was written by a run of {saved['steps']} steps (warm-up "
+        f"{saved['warmup']}), resuming for {now['steps']} (warm-up {now['warmup']}): from step "
+        f"{step} the learning rate follows this run's schedule ({before:.3g} -> {after:.3g} of "
+        "the peak), so the run matches no uninterrupted run", stacklevel=3)

@@ -257,8 +257,14 @@ class TrajectoryDistribution(TorchDistribution):
     def sample(
         self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
     ) -> Tensor:
+        """Trajectories as :meth:`rsample` draws them (the same values for the same generator
+        state), without gradients and without the log-density work."""
         with torch.no_grad():
-            return self.rsample(sample_shape, generator)
+            us, _, grid = self._u_chain(torch.Size(sample_shape), generator, logp=False)
+            lead = grid.dim() - 1
+            T = self.steps_count
+            x = inverse(self.transporter(grid[..., :T]), torch.stack(us[:T], dim=lead))
+            return torch.cat([x, us[T].unsqueeze(lead)], dim=lead)
 
     def sample_level0(
         self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None

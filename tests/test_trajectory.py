@@ -164,6 +164,17 @@ def test_sample_level0_matches_trajectory_level0():
     assert all(torch.equal(u, v) for u, v in zip(us, fast, strict=True))
 
 
+@pytest.mark.parametrize("step_flow", [False, True])
+def test_sample_draws_the_trajectories_of_rsample(step_flow):
+    """``sample`` skips the log-density work (step-flow and transporter log-determinants) but
+    draws what ``rsample`` draws from the same generator state, every level."""
+    dist = small_model(features=3, steps=3, step_flow=step_flow, seed=4)()
+    a = dist.sample((6,), generator=torch.Generator().manual_seed(5))
+    b = dist.rsample((6,), generator=torch.Generator().manual_seed(5))
+    assert a.shape == b.shape == (6, 4, 3) and not a.requires_grad and b.requires_grad
+    assert torch.allclose(a, b.detach(), rtol=0, atol=1e-12)
+
+
 def test_bounds_elbo_iwae_marginal_1d():
     """ELBO <= IWAE(2) <= IWAE(16) <= IWAE(128) <= log p(x), log p(x) by quadrature over
     levels 1..T. The bounds are estimated on the same 400 x 128 forward trajectories, nested

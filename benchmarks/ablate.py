@@ -18,6 +18,7 @@ Usage::
     python benchmarks/ablate.py --tag step-bins-8-seed-1 --step-bins 8 --seed 1
     python benchmarks/ablate.py --tag nsf-lr-3e-3 --model nsf --lr 3e-3   # toy2d's zuko NSF
     python benchmarks/ablate.py --tag bound --bound-particles 1 16 64 1024  # bound tightness
+    python benchmarks/ablate.py --tag grad-clip-0 --grad-clip 0   # no gradient clipping
     python benchmarks/ablate.py --tag quick --steps 300        # a smoke run
 """
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     result = fit(model, lambda n, g: data.sample(n, generator=g), steps=args.steps,
                  batch_size=args.batch_size, lr=args.lr, ema=args.ema, seed=args.seed,
-                 progress=args.progress, device=args.device,
+                 progress=args.progress, device=args.device, grad_clip=args.grad_clip or None,
                  **({"loss_fn": nsf_loss} if nsf else {}))
     train_s = time.perf_counter() - start
     model = result.ema_model
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> dict:
     if not nsf:
         nll = nll_of(model, held.to(device), args, g)  # toy2d's: the same points and particles
     row = dict(tag=args.tag, nll=nll, on_support=fraction_on_support(samples, "checkerboard"),
-               energy=energy_distance(samples, held), train_s=train_s)
+               energy=energy_distance(samples, held), train_s=train_s,
+               clipped=sum(n > 1.0 for n in result.history["grad_norm"]) / args.steps)
     for k in args.bound_particles if not nsf else ():
         row[f"iwae_{k}"] = nll_of(model, held.to(device), argparse.Namespace(
             particles=k, nll_points=args.nll_points), g, chunk=max(1, 64_000 // k))
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--grad-clip", type=float, default=1.0,
+                   help="maximum gradient norm (toy2d's 1.0); 0 for none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shift", type=float, default=1.0, help="grid shift m")
     p.add_argument("--t-min-hi", type=float, default=0.05,

@@ -61,16 +61,18 @@ def test_knobs_change_what_they_name():
 def test_tiny_run_appends_a_json_line(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     out = tmp_path / "ablate.jsonl"
-    for tag, model in (("a", "ntm"), ("b", "ntm"), ("c", "nsf")):
+    for tag, model, clip in (("a", "ntm", "1"), ("b", "ntm", "0"), ("c", "nsf", "1")):
         bench.main(["--tag", tag, "--model", model, "--steps", "2", "--particles", "2",
-                    "--nll-points", "8", "--bound-particles", "1", "4", "--out", str(out)])
+                    "--nll-points", "8", "--bound-particles", "1", "4", "--grad-clip", clip,
+                    "--out", str(out)])
     assert "a: NLL" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["tag"] for r in rows] == ["a", "b", "c"]
     assert [r["config"]["model"] for r in rows] == ["ntm", "ntm", "nsf"]
     for r in rows:
         assert math.isfinite(r["nll"]) and 0 <= r["on_support"] <= 1 and r["train_s"] > 0
-        assert r["config"]["steps"] == 2
+        assert r["config"]["steps"] == 2 and r["clipped"] in (0, 0.5, 1)
+    assert [r["config"]["grad_clip"] for r in rows] == [1, 0, 1]
     for r in rows[:2]:  # one bound per requested particle count
         assert math.isfinite(r["iwae_1"]) and math.isfinite(r["iwae_4"])
     assert "iwae_1" not in rows[2]  # NSF's NLL is exact

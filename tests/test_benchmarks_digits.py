@@ -40,6 +40,9 @@ def test_tiny_run_writes_json_and_reuses_the_classifier(tmp_path, monkeypatch, c
     models = {r["model"] for r in report["results"]}
     assert {"NTM T=4", "Gaussian T=4", "flow matching Euler 4", "flow matching Euler 64",
             "zuko NSF (same time)", "zuko MAF (same steps)", "NTM T=4 learned"} <= models
+    # fine-tuned from FM for as many steps as the NTM, which is then the scratch reference
+    assert "NTM T=4 from FM + 3" in models and not any("scratch" in m for m in models)
+    assert "| NTM T=4 from FM + 3 | 3 |" in printed
     learned = next(r for r in report["results"] if r["model"] == "NTM T=4 learned")
     assert learned["steps"] == 3  # the denoiser trains as many steps as the NTM by default
     for r in report["results"]:
@@ -47,3 +50,14 @@ def test_tiny_run_writes_json_and_reuses_the_classifier(tmp_path, monkeypatch, c
         assert r["bits"] is None or math.isfinite(r["bits"])
     net, accuracy, fresh = bench.load_classifier(bench.split(), cache)
     assert not fresh and accuracy == report["classifier"]["accuracy"]
+
+
+def test_fewer_fine_tuning_steps_add_a_scratch_row(tmp_path, capsys):
+    torch.set_default_dtype(torch.float32)
+    out = tmp_path / "digits.json"
+    bench.main(["--steps", "3", "--fm-steps", "2", "--batch-size", "8", "--per-class", "1",
+                "--particles", "2", "--bits-points", "10", "--out", str(out)])
+    printed = capsys.readouterr().out
+    rows = {r["model"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["NTM T=4 from FM + 2"]["steps"] == rows["NTM T=4 scratch 2"]["steps"] == 2
+    assert "| NTM T=4 scratch 2 | 2 |" in printed

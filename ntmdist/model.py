@@ -59,6 +59,10 @@ class NTM(nn.Module):
             transporter).
         label_dropout: Probability of replacing a label by the null label in :meth:`loss` while
             training (classifier-free guidance); default 0.1 for class-conditional models.
+        train_steps: Numbers of steps T to train on, e.g. ``(4, 8, 16)`` as in the paper: each
+            call of :meth:`loss` draws one (uniformly) and uses ``schedule.with_steps(T)``, so
+            that one model samples and bounds the likelihood with any of them
+            (``sample(..., schedule=schedule.with_steps(8))``). Default: ``schedule.steps`` only.
 
     Example:
         >>> model = NTM(event_shape=(2,), schedule=Schedule(steps=4))
@@ -74,7 +78,7 @@ class NTM(nn.Module):
         predictor: nn.Module | None = None, classes: int | None = None,
         step_flow: str | nn.Module | None = "auto", predictor_options: dict | None = None,
         transporter_options: dict | None = None, label_dropout: float | None = None,
-        step_flow_options: dict | None = None,
+        step_flow_options: dict | None = None, train_steps: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(event_shape, (int, str)) or not all(
@@ -84,6 +88,10 @@ class NTM(nn.Module):
                             f"{event_shape!r}")
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a Schedule or None, got {type(schedule).__name__}")
+        if train_steps is not None and (not isinstance(train_steps, (tuple, list))
+                                        or len(train_steps) == 0):
+            raise TypeError(f"train_steps must be a non-empty tuple of step counts such as "
+                            f"(4, 8), got {train_steps!r}")
         self._config = {
             "event_shape": list(event_shape),
             "schedule": (Schedule() if schedule is None else schedule).config(),
@@ -94,11 +102,14 @@ class NTM(nn.Module):
             "predictor_options": dict(predictor_options or {}),
             "transporter_options": dict(transporter_options or {}),
             "label_dropout": label_dropout,
+            "train_steps": None if train_steps is None else list(train_steps),
         }
         self.event_shape = torch.Size(event_shape)
         if len(self.event_shape) == 0 or any(d < 1 for d in self.event_shape):
             raise ValueError(f"event_shape must be a non-empty shape, got {tuple(event_shape)}")
         self.schedule = Schedule() if schedule is None else schedule
+        self.train_schedules = [self.schedule.with_steps(T)
+                                for T in train_steps or (self.schedule.steps,)]
         self.classes = classes
         if label_dropout is None:
             label_dropout = 0.1 if classes else 0.0
@@ -134,6 +145,7 @@ class NTM(nn.Module):
         transporter: str | nn.Module | list[nn.Module] | None = "auto", *,
         event_shape: tuple[int, ...] | None = None, classes: int | None = None,
         predictor_options: dict | None = None, transporter_options: dict | None = None,
+        train_steps: tuple[int, ...] | None = None,
     ) -> NTM:
         r"""An NTM initialised from a flow-matching velocity :math:`v(x, t, y)` (regressing
         :math:`\epsilon - x_0`): a :class:`~ntmdist.predictor.FlowMatchingPredictor`,
@@ -156,7 +168,7 @@ class NTM(nn.Module):
                 (``requires_grad_(True)``) even when the argument is frozen, e.g. the
                 ``ema_model`` of :func:`ntmdist.train.fit`. Freeze
                 ``model.predictor.velocity`` afterwards to fine-tune the rest only.
-            schedule, transporter, transporter_options: As for :class:`NTM`.
+            schedule, transporter, transporter_options, train_steps: As for :class:`NTM`.
             event_shape, classes: Default to the velocity's attributes of those names.
             predictor_options: Keyword arguments of :class:`FlowMatchingPredictor`.
 
@@ -179,7 +191,7 @@ class NTM(nn.Module):
         predictor = FlowMatchingPredictor(velocity, math.prod(event_shape), classes,
                                           **(predictor_options or {}))
         model = cls(tuple(event_shape), schedule, transporter, predictor, classes,
-                    transporter_options=transporter_options)
+                    transporter_options=transporter_options, train_steps=train_steps)
         model._config.update(
             predictor="flow_matching", predictor_options=dict(predictor_options or {}),
             velocity="custom" if velocity_config.get("backbone") == "custom" else velocity_config,
@@ -226,7 +238,8 @@ class NTM(nn.Module):
         self, x0: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
         r"""Mean trajectory NLL in nats per data dimension, :math:`-E[\log p(traj)] / D`,
-        on forward trajectories of ``x0`` ``(batch, *event)`` (``t_min`` drawn per example).
+        on forward trajectories of ``x0`` ``(batch, *event)`` (``t_min`` drawn per example; T
+        drawn per call from ``train_steps``).
         In training mode labels are replaced by the null label with probability
         :attr:`label_dropout` (classifier-free guidance)."""
         y = self._check_data(x0, y)
@@ -239,35 +252,44 @@ class NTM(nn.Module):
         if batch.numel() == 0:
             raise ValueError(f"loss needs at least one example, got data of shape "
                              f"{tuple(x0.shape)}")
-        grid = self.schedule.draw_grid(batch, x0, generator)
-        traj = self.schedule.sample(x0, len(self.event_shape), generator, grid=grid)
+        schedule = self.schedule
+        if len(self.train_schedules) > 1:
+            pick = torch.randint(len(self.train_schedules), (), generator=generator,
+                                 device=generator.device if generator is not None else None)
+            schedule = self.train_schedules[int(pick)]
+        grid = schedule.draw_grid(batch, x0, generator)
+        traj = schedule.sample(x0, len(self.event_shape), generator, grid=grid)
         return -self(y, grid=grid).log_prob(traj).mean() / self.features
 
     def _log_weights(
-        self, x: Tensor, y: Tensor | None, particles: int, generator: torch.Generator | None
+        self, x: Tensor, y: Tensor | None, particles: int, generator: torch.Generator | None,
+        schedule: Schedule | None = None,
     ) -> Tensor:
         y = self._check_data(x, y)
         particles = check_count(particles, "particles", 1)
+        schedule = self.schedule if schedule is None else schedule
         ev = len(self.event_shape)
-        grid = self.schedule.grid_like(x)
+        grid = schedule.grid_like(x)
         xs = x.expand(particles, *x.shape)
-        traj = self.schedule.sample(xs, ev, generator, grid=grid, from_level0=True)
-        dist = self(y)
-        return dist.log_prob(traj) - self.schedule.log_prob_forward(traj, ev, grid)
+        traj = schedule.sample(xs, ev, generator, grid=grid, from_level0=True)
+        dist = self(y, schedule=schedule)
+        return dist.log_prob(traj) - schedule.log_prob_forward(traj, ev, grid)
 
     def elbo(
         self, x: Tensor, y: Tensor | None = None, particles: int = 1,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, schedule: Schedule | None = None,
     ) -> Tensor:
-        """ELBO on :math:`\\log p(x_{t_0} = x)` per example, in nats (averaged over particles)."""
-        return self._log_weights(x, y, particles, generator).mean(0)
+        """ELBO on :math:`\\log p(x_{t_0} = x)` per example, in nats (averaged over particles),
+        on ``schedule``'s grid (default :attr:`schedule`)."""
+        return self._log_weights(x, y, particles, generator, schedule).mean(0)
 
     def iwae(
         self, x: Tensor, y: Tensor | None = None, particles: int = 64,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, schedule: Schedule | None = None,
     ) -> Tensor:
-        """Importance-weighted bound with ``particles`` samples, per example, in nats."""
-        lw = self._log_weights(x, y, particles, generator)
+        """Importance-weighted bound with ``particles`` samples, per example, in nats, on
+        ``schedule``'s grid (default :attr:`schedule`)."""
+        lw = self._log_weights(x, y, particles, generator, schedule)
         return torch.logsumexp(lw, 0) - math.log(particles)
 
     def sample(

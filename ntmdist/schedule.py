@@ -141,6 +141,10 @@ class Schedule:
         t_min = list(self.t_min_range) if self.t_min_range is not None else self.t_min
         return {"steps": self.steps, "t_min": t_min, "shift": self.shift}
 
+    def with_steps(self, steps: int) -> Schedule:
+        """The same ``t_min`` and ``shift`` on a grid of ``steps`` steps (multi-T models)."""
+        return self if steps == self.steps else Schedule(**{**self.config(), "steps": steps})
+
     def grid_like(self, ref: Tensor) -> Tensor:
         """The nominal grid ``(T+1,)`` with the dtype and device of ``ref``."""
         return self.grid.to(dtype=ref.dtype, device=ref.device)

@@ -104,3 +104,11 @@ def test_config_roundtrip():
     sched = nd.Schedule(8, t_min=(0.0, 0.05), shift=0.5)
     assert nd.Schedule(**sched.config()) == sched
     assert nd.Schedule(8) != sched
+
+
+def test_with_steps_keeps_t_min_and_shift():
+    sched = nd.Schedule(4, t_min=(0.0, 0.05), shift=1.0)
+    assert sched.with_steps(4) is sched
+    assert sched.with_steps(8) == nd.Schedule(8, t_min=(0.0, 0.05), shift=1.0)
+    with pytest.raises(ValueError, match="steps"):
+        sched.with_steps(0)

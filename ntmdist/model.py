@@ -252,7 +252,7 @@ class NTM(nn.Module):
         if batch.numel() == 0:
             raise ValueError(f"loss needs at least one example, got data of shape "
                              f"{tuple(x0.shape)}")
-        schedule = self.schedule
+        schedule = self.train_schedules[0]
         if len(self.train_schedules) > 1:
             pick = torch.randint(len(self.train_schedules), (), generator=generator,
                                  device=generator.device if generator is not None else None)

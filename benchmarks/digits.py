@@ -39,8 +39,9 @@ Columns:
   upper bound), NSF/MAF exactly, flow matching none. "vs NSF" divides by "zuko NSF (same time)".
 - Frechet: Frechet distance between the classifier's 64 penultimate features of 5000 samples
   (``--per-class`` 500; clamped to the data range [-1, 1]) and of the 300 held-out images. The
-  row "real train images" is the noise floor: the training images (up to ``--per-class`` of each
-  class, so all 1497 by default) against the same held-out images. "vs FM-64" divides by flow
+  row "real train images" is a reference, not a floor (flow matching Euler 64 scores below it):
+  the training images (up to ``--per-class`` of each class, so all 1497 by default) against the
+  same held-out images. "vs FM-64" divides by flow
   matching Euler 64 without guidance. Why 5000: ten draws of 1000 samples of one trained flow
   matching model scored 52.8-64.3 at Euler 4 (standard deviation 3.5) and 29.5-42.4 at Euler 64
   (3.7); two draws of 5000 scored 57.1 / 56.8 and 35.4 / 33.8. Until this protocol every digits
@@ -62,18 +63,17 @@ width 128 trained ``--denoiser-steps`` steps, by default as many as the NTM, by
 (tweedie 49.1): a third of the steps was too few.
 
 Cost, measured on one thread of a 2-core machine shared with other jobs (so a range), in
-seconds per optimiser step of batch 64: NTM 0.30-0.43, Gaussian 0.17-0.23, flow matching
-0.05-0.08, NSF 0.055, MAF 0.013, FM-initialised NTM 0.36-0.53, denoiser 0.23; the IWAE bound
-with 64 particles 0.22 s per held-out image; 1000 samples: NTM 1.7 s, flow matching Euler 64
-19 s, NSF 22 s. One step of everything (the two "same time" flows cost the NTM's time each, the
-FM-initialised and scratch issue-5 NTMs run a third of the steps, the denoiser all of them) is
-1.7-2.3 s, so the default 1000 steps take 28-38 min of training plus about 8 min of
-evaluation: about 35-50 min in all. ``--quick`` takes under
-3 min (plus 30 s the first time, to train the classifier).
+seconds per optimiser step of batch 64: NTM 0.29-0.43, Gaussian 0.17-0.23, flow matching
+0.05-0.08, NSF 0.055, MAF 0.013, FM-initialised NTM 0.33-0.53, denoiser 0.19-0.23; the IWAE
+bound with 64 particles 0.22 s per held-out image; 1000 samples: NTM 1-2 s, flow matching
+Euler 64 14-26 s (twice that with guidance), NSF 13-22 s. One step of everything (the two
+"same time" flows cost the NTM's time each) is 1.8-2.4 s, so the default 1000 steps take 30-40
+min of training plus about 12 min of evaluation (5000 samples per row): 2849 s in the last full
+run. ``--quick`` takes under 3 min (plus 30 s the first time, to train the classifier).
 
 Usage::
 
-    python benchmarks/digits.py                  # full: 1000 steps, batch 64 (about 40 min)
+    python benchmarks/digits.py                  # full: 1000 steps, batch 64 (about 50 min)
     python benchmarks/digits.py --quick          # 40 steps, 200 samples (a smoke run, ~3 min)
     python benchmarks/digits.py --no-fm-init     # without the issue-5 rows
     python benchmarks/digits.py --device cuda --steps 10000 --batch-size 256
@@ -408,8 +408,8 @@ def tables(rows: list[dict], floor: dict, classifier: dict) -> str:
     fm64, nsf = find(rows, "flow matching Euler 64"), find(rows, "zuko NSF (same time)")
     nsf_bits = nsf["bits"] if nsf else None
     out = [
-        f"Classifier: held-out accuracy {classifier['accuracy']:.1%}; Frechet noise floor "
-        f"(real train vs held-out, {floor['n']} vs {HELD_OUT} images): {floor['frechet']:.3f}.",
+        f"Classifier: held-out accuracy {classifier['accuracy']:.1%}; Frechet distance of real "
+        f"images (train vs held-out, {floor['n']} vs {HELD_OUT} images): {floor['frechet']:.3f}.",
         "",
         "### digits: likelihood and samples (no guidance)",
         "",

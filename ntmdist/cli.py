@@ -57,18 +57,20 @@ from .train import fit
 __all__ = ["evaluate_model", "load_array", "load_model", "main"]
 
 def _build(args: argparse.Namespace, dim: int, gaussian: bool) -> NTM:
-    try:
-        schedule = Schedule(steps=args.T, t_min=args.t_min, shift=args.shift)
-    except ValueError as error:
-        raise UsageError(str(error)) from error
+    hidden = (args.transporter_width,) * 2
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        model = NTM(
-            (dim,), schedule, None if gaussian else "auto",
-            step_flow=None if gaussian or args.step_flow == "none" else "auto",
-            predictor_options={"width": args.width, "depth": args.depth},
-            transporter_options=None if gaussian else {"hidden": (args.transporter_width,) * 2},
-        )
+        try:
+            model = NTM(
+                (dim,), Schedule(steps=args.T, t_min=args.t_min, shift=args.shift),
+                None if gaussian else "auto",
+                step_flow=None if gaussian or args.step_flow == "none" else "auto",
+                predictor_options={"width": args.width, "depth": args.depth},
+                transporter_options=None if gaussian else {"hidden": hidden},
+                train_steps=tuple(args.train_T) if args.train_T else None,
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from error
     return model.to(torch.float32)
 
 
@@ -162,13 +164,15 @@ def _fit(args: argparse.Namespace) -> None:
 def _sample(args: argparse.Namespace) -> None:
     model, _ = _load_model(args.checkpoint)
     schedule = None
+    trained = [s.steps for s in model.train_schedules]
     if args.T is not None and args.T != model.schedule.steps:
         try:
-            schedule = Schedule(**{**model.schedule.config(), "steps": args.T})
+            schedule = model.schedule.with_steps(args.T)
         except ValueError as error:
             raise UsageError(str(error)) from error
-        print(f"note: the model was trained with T={model.schedule.steps}; other T only work "
-              "for models trained with several", file=sys.stderr)
+        if args.T not in trained:
+            print(f"note: the model was trained with T in {trained}; other T only work for "
+                  "T it was trained with (fit --train-T)", file=sys.stderr)
     g = torch.Generator().manual_seed(args.seed)
     x = model.sample(args.n, generator=g, schedule=schedule)
     stem = Path(args.checkpoint).with_suffix("")
@@ -254,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help=data_help)
     _int(p, "--steps", 2000, "optimiser steps")
     _int(p, "--T", 4, "reverse steps", "T")
+    p.add_argument("--train-T", type=int, nargs="+", metavar="T",
+                   help="train on several numbers of reverse steps, e.g. 4 8 16 (a multi-T "
+                        "model; default: --T only); sample --T picks one")
     p.add_argument("--t-min", type=_t_min, default=(0.0, 0.05), metavar="T0",
                    help="time of level 0: a number, or lo,hi drawn per example (default 0,0.05)")
     p.add_argument("--shift", type=float, default=1.0, metavar="M",

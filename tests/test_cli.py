@@ -171,3 +171,18 @@ def test_threads_restored():
     with pytest.raises(SystemExit):
         cli.main(["fit", "no_such_toy", "--threads", str(before + 1)])
     assert torch.get_num_threads() == before
+
+
+def test_multi_t_fit_samples_its_trained_t_without_a_note(tmp_path, capsys):
+    out = tmp_path / "multi"
+    assert cli.main(["fit", "two_moons", "--steps", "2", "--T", "2", "--train-T", "2", "3",
+                     "--no-baseline", "--out", str(out), *TINY]) == 0
+    assert load_checkpoint(out / "model.pt")["meta"]["model"]["train_steps"] == [2, 3]
+    capsys.readouterr()
+    for T, note in (("3", False), ("4", True)):
+        assert cli.main(["sample", str(out / "model.pt"), "--n", "20", "--T", T,
+                         "--out", str(tmp_path / f"s{T}.npy")]) == 0
+        assert np.load(tmp_path / f"s{T}.npy").shape == (20, 2)
+        assert ("note: the model was trained with T in [2, 3]" in capsys.readouterr().err) == note
+    err = usage_error(capsys, ["fit", "rings", "--train-T", "4", "0", "--out", str(tmp_path)])
+    assert "steps must be an integer >= 1" in err

@@ -1,6 +1,9 @@
 """One rank of the 2-process DDP test of ``ntmdist.train.fit`` (CPU, gloo, localhost only)."""
 
+import gc
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -53,7 +56,16 @@ def worker(rank: int, world: int, port: int, folder: str) -> None:
                     "first_batch": batches[0], "writes": first_writes,
                     "loss": result.history["loss"]}, folder / f"rank{rank}.pt")
         # Rank 0 hosts the TCP store: tearing it down while rank 1 still talks to it aborted
-        # rank 1 once in CI ("terminate called without an active exception").
+        # rank 1 once in CI ("terminate called without an active exception"). DDP wrappers
+        # left in reference cycles are collected now, while the group is alive.
+        gc.collect()
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    # Rank 1 still aborted at exit in about one CI run in ten, after its results were written,
+    # in torch's teardown of gloo threads during interpreter finalization (never reproduced in
+    # 50 runs outside pytest). A rank that finished its work skips that finalization; a rank
+    # that raised never gets here, so failures still fail the test.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

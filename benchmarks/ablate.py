@@ -96,9 +96,7 @@ def run(args: argparse.Namespace) -> dict:
         schedule = model.schedule.with_steps(steps)
         with torch.no_grad():
             s = model.sample(10_000, generator=g, schedule=schedule).cpu()
-            row[f"T{steps}_nll"] = torch.cat([
-                -model.iwae(c, particles=args.particles, generator=g, schedule=schedule)
-                for c in held[: args.nll_points].to(device).split(250)]).mean().item()
+        row[f"T{steps}_nll"] = nll_of(model, held.to(device), args, g, schedule=schedule)
         row[f"T{steps}_on_support"] = fraction_on_support(s, "checkerboard")
         row[f"T{steps}_energy"] = energy_distance(s, held)
     for k in args.bound_particles if not nsf else ():

@@ -362,15 +362,12 @@ def issue5(bench: Bench, ntm: nd.NTM, velocity: Velocity, schedule: nd.Schedule)
     n = args.steps if args.fm_steps is None else args.fm_steps
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        models = {
-            f"NTM T=4 from FM + {n}": nd.NTM.from_flow_matching(
-                velocity, schedule, transporter_options=TRANSPORTER),
-            f"NTM T=4 scratch {n}": nd.NTM(EVENT, schedule, classes=CLASSES,
-                                           transporter_options=TRANSPORTER,
-                                           predictor_options=dict(width=WIDTH)),
-        }
-    if n == args.steps:  # the "NTM T=4" row is the NTM trained from scratch for N steps
-        del models[f"NTM T=4 scratch {n}"]
+        models = {f"NTM T=4 from FM + {n}": nd.NTM.from_flow_matching(
+            velocity, schedule, transporter_options=TRANSPORTER)}
+        if n != args.steps:  # otherwise the "NTM T=4" row is the NTM trained from scratch
+            models[f"NTM T=4 scratch {n}"] = nd.NTM(EVENT, schedule, classes=CLASSES,
+                                                    transporter_options=TRANSPORTER,
+                                                    predictor_options=dict(width=WIDTH))
     for label, model in models.items():
         fine = dict(aux_weight=2.5, hold={"predictor.velocity": n // 10})
         trained, train_s = bench.train(model, n, **(fine if "from FM" in label else {}))

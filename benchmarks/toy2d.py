@@ -77,11 +77,12 @@ def timed(fn, *args, **kwargs):
 
 
 def nll_of(model: nd.NTM, held: torch.Tensor, args: argparse.Namespace,
-           g: torch.Generator, chunk: int = 250) -> float:
+           g: torch.Generator, chunk: int = 250, schedule: nd.Schedule | None = None) -> float:
     """Mean IWAE NLL bound (nats per example) on the first ``nll_points`` held-out points,
-    ``chunk`` points at a time."""
+    ``chunk`` points at a time (on ``schedule``'s grid, by default the model's)."""
     with torch.no_grad():
-        return torch.cat([-model.iwae(c, particles=args.particles, generator=g)
+        return torch.cat([-model.iwae(c, particles=args.particles, generator=g,
+                                      schedule=schedule)
                           for c in held[: args.nll_points].split(chunk)]).mean().item()
 
 

@@ -241,12 +241,20 @@ class TrajectoryDistribution(TorchDistribution):
     ) -> tuple[Tensor, Tensor]:
         """Reparameterised trajectories and their exact log-likelihood, with no extra pass."""
         us, logp, grid = self._u_chain(torch.Size(sample_shape), generator)
-        lead = grid.dim() - 1
-        T, ev = self.steps_count, len(self.level_shape)
-        low = torch.stack(us[:T], dim=lead)
-        x, ladj = inverse_and_ladj(self.transporter(grid[..., :T]), low, ev)
-        traj = torch.cat([x, us[T].unsqueeze(lead)], dim=lead)
+        traj, ladj = self._to_x(us, grid, ladj=True)
         return traj, logp + ladj.sum(-1)
+
+    def _to_x(self, us: list[Tensor], grid: Tensor, ladj: bool) -> tuple[Tensor, Tensor | None]:
+        """The trajectory from u-space levels ``[u_0..u_T]``: one batched transporter inversion
+        of levels ``0..T-1`` (level T is noise, where the transporter is the identity), and its
+        log-determinants per level when ``ladj``."""
+        lead, T = grid.dim() - 1, self.steps_count
+        low, transform = torch.stack(us[:T], dim=lead), self.transporter(grid[..., :T])
+        if ladj:
+            x, terms = inverse_and_ladj(transform, low, len(self.level_shape))
+        else:
+            x, terms = inverse(transform, low), None
+        return torch.cat([x, us[T].unsqueeze(lead)], dim=lead), terms
 
     def rsample(
         self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
@@ -261,10 +269,7 @@ class TrajectoryDistribution(TorchDistribution):
         state), without gradients and without the log-density work."""
         with torch.no_grad():
             us, _, grid = self._u_chain(torch.Size(sample_shape), generator, logp=False)
-            lead = grid.dim() - 1
-            T = self.steps_count
-            x = inverse(self.transporter(grid[..., :T]), torch.stack(us[:T], dim=lead))
-            return torch.cat([x, us[T].unsqueeze(lead)], dim=lead)
+            return self._to_x(us, grid, ladj=False)[0]
 
     def sample_level0(
         self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None

@@ -1,0 +1,197 @@
+r"""The bodies of the ``ntmdist`` commands (:mod:`ntmdist.cli` parses the arguments).
+
+Each command takes the parsed :class:`argparse.Namespace` and raises
+:class:`ntmdist.evaluate.UsageError` on bad input, which :func:`ntmdist.cli.main` turns into a
+one-line message and exit status 2. ``fit`` trains with :func:`ntmdist.train.fit`; the NLL it
+reports is the IWAE bound (:meth:`ntmdist.NTM.iwae`), an upper bound on :math:`-\log p(x)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import plots
+from .checkpoint import load_checkpoint, plain
+from .data import Toy
+from .evaluate import (
+    _EVAL_SEED,
+    UsageError,
+    _data,
+    _finite,
+    _heldout,
+    _load_model,
+    _table,
+    _write_json,
+    evaluate_model,
+)
+from .metrics import energy_distance, fraction_on_support
+from .model import NTM
+from .schedule import Schedule
+from .train import fit
+
+__all__ = ["evaluate_command", "fit_command", "sample_command"]
+
+
+def _build(args: argparse.Namespace, dim: int, gaussian: bool) -> NTM:
+    hidden = (args.transporter_width,) * 2
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        try:
+            model = NTM(
+                (dim,), Schedule(steps=args.T, t_min=args.t_min, shift=args.shift),
+                None if gaussian else "auto",
+                step_flow=None if gaussian or args.step_flow == "none" else "auto",
+                predictor_options={"width": args.width, "depth": args.depth},
+                transporter_options=None if gaussian else {"hidden": hidden},
+                train_steps=tuple(args.train_T) if args.train_T else None,
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+    return model.to(torch.float32)
+
+
+def _train(args: argparse.Namespace, model: NTM, data: Any, path: Path, label: str) -> dict:
+    if args.resume and path.is_file():
+        try:
+            state = load_checkpoint(path)
+        except ValueError as error:
+            raise UsageError(f"cannot resume: {error}") from error
+        if state.get("meta", {}).get("model") != plain(model.config()):
+            raise UsageError(f"cannot resume from {str(path)!r}: it holds a model with another "
+                             "configuration; use the same options or another --out")
+        print(f"{label}: resuming from step {state['step']} of {path}")
+    print(f"{label}: training {args.steps} steps -> {path}")
+    result = fit(model, data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                 checkpoint=path, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                 seed=args.seed, progress=args.progress)
+    trained = result.ema_model if result.ema_model is not None else result.model
+    loss = result.history["loss"][-50:]
+    info = {"step": result.step, "train_seconds": load_checkpoint(path)["elapsed"],
+            "train_loss": sum(loss) / max(len(loss), 1)}
+    return {"model": trained, **info}
+
+
+def _split(args: argparse.Namespace, toy: Toy | None, array: Tensor | None) -> tuple[Any, Tensor]:
+    """Training data (a toy sampler or rows) and held-out points (``min(eval_size, N/5)`` rows
+    of an array, drawn at random)."""
+    if toy is not None:
+        return toy.sample, _heldout(toy, args.eval_size, args.seed)
+    if len(array) < 10:
+        raise UsageError(f"{args.data!r} has {len(array)} rows; fit needs at least 10")
+    perm = torch.randperm(len(array), generator=torch.Generator().manual_seed(args.seed))
+    hold = min(args.eval_size, len(array) // 5)
+    return array[perm[hold:]], array[perm[:hold]]
+
+
+def _reference(toy: Toy | None, heldout: Tensor, seed: int) -> dict[str, Any]:
+    """The data's own row: exact NLL, energy distance between two data samples (the noise
+    floor of the estimate), fraction on the support."""
+    row: dict[str, Any] = {"label": "data (held-out)"}
+    if toy is not None:
+        other = _heldout(toy, len(heldout), seed, offset=1)
+        row["energy_distance"] = energy_distance(other, heldout)
+        if toy.log_prob is not None:
+            row["nll"] = -toy.log_prob(heldout.double()).mean().item()
+        if toy.support is not None:
+            row["on_support"] = fraction_on_support(heldout, toy.support)
+    return row
+
+
+def fit_command(args: argparse.Namespace) -> None:
+    """``ntmdist fit``: train the NTM (and, for toys, the Gaussian chain), evaluate both on
+    held-out data, write ``model.pt``, ``metrics.json`` and ``samples.png`` and print the table."""
+    name, toy, array = _data(args.data)
+    train, heldout = _split(args, toy, array)
+    dim = heldout.shape[1]
+    baseline = toy is not None if args.baseline is None else args.baseline
+    out = Path(args.out or Path("runs") / name)
+    specs = {"ntm": (f"NTM T={args.T}", False, out / "model.pt")}
+    if baseline:
+        specs["gaussian"] = (f"Gaussian T={args.T}", True, out / "baseline.pt")
+    reference = _reference(toy, heldout, args.seed)
+    rows: dict[str, dict[str, Any]] = {}
+    shown = _heldout(toy, args.samples, args.seed, offset=4) if toy is not None else array
+    drawn, trajectories, grid = {"data": shown}, None, None
+    for key, (label, gaussian, path) in specs.items():
+        trained = _train(args, _build(args, dim, gaussian), train, path, label)
+        model = trained.pop("model")
+        metrics, drawn[label] = evaluate_model(model, heldout, toy, args.particles, args.samples,
+                                               args.seed)
+        rows[key] = {"label": label, **trained, **metrics, "checkpoint": str(path)}
+        if trajectories is None:
+            g = torch.Generator().manual_seed(_EVAL_SEED + 3 + args.seed)
+            trajectories, grid = model().sample((2000,), g), model.schedule.grid
+    networks = (f"predictor width {args.width}, depth {args.depth}; transporter hidden "
+                f"{args.transporter_width}x2; step flow {args.step_flow}; {args.steps} steps, "
+                f"batch {args.batch_size}, lr {args.lr:g}")
+    if dim >= 2:
+        plots.overview(drawn, trajectories, grid, out / "samples.png",
+                       title=f"{name}: {networks}")
+    else:
+        plots.scatter_panels(drawn, out / "samples.png")
+    config = {k: v for k, v in vars(args).items() if k not in ("run", "parser")}
+    summary = {"data": name, "event_shape": [dim], "config": plain(config), "models": rows,
+               "reference": reference}
+    _write_json(out / "metrics.json", summary)
+    print(f"\n{name}: {len(heldout)} held-out points; NLL = IWAE bound with {args.particles} "
+          f"particles (nats per example, {dim} dims); {networks}")
+    print(_table([reference, *rows.values()]))
+    print(f"\nwrote {out / 'metrics.json'} and {out / 'samples.png'}")
+
+
+def sample_command(args: argparse.Namespace) -> None:
+    """``ntmdist sample``: samples of a checkpoint into a ``.npy`` file and a figure."""
+    model, _ = _load_model(args.checkpoint)
+    schedule = None
+    trained = [s.steps for s in model.train_schedules]
+    if args.T is not None and args.T != model.schedule.steps:
+        try:
+            schedule = model.schedule.with_steps(args.T)
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+        if args.T not in trained:
+            print(f"note: the model was trained with T in {trained}; other T only work for "
+                  "T it was trained with (fit --train-T)", file=sys.stderr)
+    g = torch.Generator().manual_seed(args.seed)
+    x = model.sample(args.n, generator=g, schedule=schedule)
+    stem = Path(args.checkpoint).with_suffix("")
+    out = Path(args.out or f"{stem}.samples.npy")
+    png = Path(args.png or out.with_suffix(".png"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, x.numpy())
+    steps = args.T or model.schedule.steps
+    if x.dim() == 2:
+        plots.scatter_panels({f"NTM T={steps}, {args.n} samples": x}, png)
+    else:
+        plots.image_grid(x[:64], png)
+    print(f"wrote {out} {tuple(x.shape)} and {png}")
+
+
+def evaluate_command(args: argparse.Namespace) -> None:
+    """``ntmdist evaluate``: held-out metrics of a checkpoint, written as JSON."""
+    model, state = _load_model(args.checkpoint)
+    name, toy, array = _data(args.data)
+    if array is None:
+        heldout = _heldout(toy, args.eval_size, args.seed)
+    else:
+        g = torch.Generator().manual_seed(args.seed)
+        heldout = array[torch.randperm(len(array), generator=g)[: args.eval_size]]
+    if heldout.shape[1:] != model.event_shape or len(heldout) < 2:
+        raise UsageError(f"data {args.data!r} has shape {tuple(heldout.shape)}; the model in "
+                         f"{args.checkpoint!r} needs (N >= 2, "
+                         f"{', '.join(map(str, model.event_shape))})")
+    metrics, _ = evaluate_model(model, heldout, toy, args.particles, args.samples, args.seed)
+    report = {"checkpoint": str(args.checkpoint), "step": state.get("step"), "data": name,
+              **metrics}
+    out = Path(args.out or f"{Path(args.checkpoint).with_suffix('')}.metrics.json")
+    _write_json(out, report)
+    print(json.dumps(_finite(report), indent=2))
+    print(f"wrote {out}", file=sys.stderr)

@@ -16,7 +16,6 @@ References:
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -24,10 +23,11 @@ from torch import Tensor, nn
 
 from .config import rebuild
 from .defaults import default_networks
-from .predictor import FlowMatchingPredictor
+from .guidance import drop_labels
 from .schedule import Schedule
 from .trajectory import TrajectoryDistribution
-from .validation import check_count, check_data, check_labels, check_tensor
+from .validation import check_count, check_data, check_labels, check_tensor, sample_labels
+from .warmstart import flow_matching_predictor
 
 __all__ = ["NTM"]
 
@@ -158,8 +158,7 @@ class NTM(nn.Module):
         :math:`C` is far below the velocity's errors on the low-noise steps (the initial loss
         is large); ``hold={"predictor.velocity": k}`` lets the scale head and transporter
         calibrate for ``k`` steps before the velocity trains (the benchmarks hold it
-        ``n // 10``; on digits it measured level with no hold: 2.169 vs 2.156 bits/dim,
-        ``benchmarks/digits_ablate.py --from-fm 1000 --hold K``).
+        ``n // 10``; see the README's digits ablations).
 
         Arguments:
             velocity: :class:`ntmdist.flow_matching.Velocity` or any module called as
@@ -178,25 +177,12 @@ class NTM(nn.Module):
             >>> model.sample(3).shape
             torch.Size([3, 2])
         """
-        if not isinstance(velocity, nn.Module):
-            raise TypeError("velocity must be a module called as velocity(x, t, y)")
-        if event_shape is None:
-            event_shape = getattr(velocity, "event_shape", None)
-        if event_shape is None:
-            raise ValueError("pass event_shape= for a velocity without an event_shape attribute")
-        classes = getattr(velocity, "classes", None) if classes is None else classes
-        rebuild = callable(getattr(velocity, "config", None))
-        velocity_config = velocity.config() if rebuild else {"backbone": "custom"}
-        velocity = copy.deepcopy(velocity).requires_grad_(True)
-        predictor = FlowMatchingPredictor(velocity, math.prod(event_shape), classes,
-                                          **(predictor_options or {}))
-        model = cls(tuple(event_shape), schedule, transporter, predictor, classes,
+        predictor, event_shape, classes, entries = flow_matching_predictor(
+            velocity, event_shape, classes, predictor_options)
+        model = cls(event_shape, schedule, transporter, predictor, classes,
                     transporter_options=transporter_options, train_steps=train_steps)
-        model._config.update(
-            predictor="flow_matching", predictor_options=dict(predictor_options or {}),
-            velocity="custom" if velocity_config.get("backbone") == "custom" else velocity_config,
-        )
-        ref = next(velocity.parameters(), None)
+        model._config.update(entries)
+        ref = next(predictor.velocity.parameters(), None)
         return model if ref is None else model.to(ref.device, ref.dtype)
 
     @property
@@ -245,9 +231,7 @@ class NTM(nn.Module):
         y = self._check_data(x0, y)
         if y is not None and self.classes is not None and self.training and self.label_dropout:
             check_labels(y, self.classes)
-            drop = torch.rand(y.shape, generator=generator, device=generator.device
-                              if generator is not None else None) < self.label_dropout
-            y = torch.where(drop.to(y.device), torch.full_like(y, self.classes), y)
+            y = drop_labels(y, self.classes, self.label_dropout, generator)
         batch = x0.shape[: x0.dim() - len(self.event_shape)]
         if batch.numel() == 0:
             raise ValueError(f"loss needs at least one example, got data of shape "
@@ -311,12 +295,7 @@ class NTM(nn.Module):
             raise ValueError("denoise='learned' needs a denoiser: train one with "
                              "ntmdist.distill.fit_denoiser(model, data, steps=...)")
         n = check_count(n, "n")
-        if y is not None:
-            y = torch.as_tensor(y, device=self._ref().device)
-            if y.dim() > 1 or y.numel() not in (1, n):
-                raise ValueError(f"labels y must be one label or {n} labels (one per sample), "
-                                 f"got shape {tuple(y.shape)}")
-            y = y.expand(n)
+        y = None if y is None else sample_labels(y, n, self._ref().device)
         dist = self(y, schedule=schedule, guidance=guidance)
         shape = torch.Size(()) if y is not None else torch.Size((n,))
         if denoise == "tweedie":

@@ -38,6 +38,7 @@ __all__ = [
     "check_weight",
     "magnitude_limit",
     "reference",
+    "sample_labels",
     "validating",
 ]
 
@@ -243,3 +244,17 @@ def check_data(x: object, y: object, event_shape: torch.Size, ref: Tensor) -> Te
         raise ValueError(f"labels y of shape {tuple(y.shape)} do not match the data batch "
                          f"shape {tuple(batch)}")
     return y
+
+
+def sample_labels(y: object, n: int, device: torch.device) -> Tensor:
+    """Labels for ``n`` samples: one label (repeated) or ``n`` labels, as a tensor on ``device``.
+
+    Example:
+        >>> sample_labels(3, 2, torch.device("cpu")).tolist()
+        [3, 3]
+    """
+    y = torch.as_tensor(y, device=device)
+    if y.dim() > 1 or y.numel() not in (1, n):
+        raise ValueError(f"labels y must be one label or {n} labels (one per sample), "
+                         f"got shape {tuple(y.shape)}")
+    return y.expand(n)

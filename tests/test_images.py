@@ -243,3 +243,18 @@ def test_label_dropout_replaces_labels_only_in_training():
     assert torch.equal(seen[-1].reshape(4000, 2)[:, 0], y)
     with pytest.raises(ValueError, match=r"label_dropout must be in \[0, 1\)"):
         nd.NTM((2,), classes=2, label_dropout=1.0)
+
+
+def test_sample_labels_one_or_one_per_sample():
+    model = nd.NTM((2,), nd.Schedule(2, 0.05), classes=4,
+                   predictor_options=dict(width=16, depth=1))
+    seen = []
+    model.predictor.register_forward_pre_hook(lambda m, args: seen.append(args[3].clone()))
+    model.sample(5, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(seen[-1].unique(), torch.tensor([3]))
+    y = torch.tensor([0, 1, 2, 3, 0])
+    model.sample(5, y, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(seen[-1].reshape(5, -1)[:, 0], y)  # (example, step), as in training
+    for bad in (torch.tensor([0, 1]), torch.zeros(5, 1, dtype=torch.long)):
+        with pytest.raises(ValueError, match="one label or 5 labels"):
+            model.sample(5, bad)

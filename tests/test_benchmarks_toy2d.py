@@ -29,8 +29,8 @@ def test_tiny_run_writes_every_row_and_reprints(tmp_path, capsys, monkeypatch):
     rows = json.loads(out.read_text())["results"]
     assert [r["model"] for r in rows] == [
         "NTM T=4", "Gaussian T=4", "flow matching Euler 4", "flow matching Euler 64",
-        "zuko NSF (3 transforms)", "NTM T=4 from FM + 1", "NTM T=4 scratch 1",
-        "NTM T=4 tweedie", "NTM T=4 learned"]
+        "zuko NSF (3 transforms)", "NTM T=4 from FM + 3", "NTM T=4 tweedie",
+        "NTM T=4 learned"]
     assert steps == [3]
     for r in rows:
         assert r["toy"] == "checkerboard" and 0 <= r["on_support"] <= 1
@@ -40,3 +40,23 @@ def test_tiny_run_writes_every_row_and_reprints(tmp_path, capsys, monkeypatch):
     toy2d.main(["--print", str(out)])
     reprinted = capsys.readouterr().out.strip()
     assert reprinted.startswith("### checkerboard") and reprinted in printed
+
+
+def test_fm_steps_other_than_steps_adds_a_scratch_row(tmp_path, monkeypatch):
+    torch.set_default_dtype(torch.float32)
+    calls = []
+    fit = toy2d.fit
+
+    def spy(model, *args, **kwargs):
+        net = getattr(model, "predictor", model)  # fit also trains the velocity
+        calls.append((type(net).__name__, kwargs["steps"], "aux_weight" in kwargs))
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(toy2d, "fit", spy)
+    out = tmp_path / "toy2d.json"
+    toy2d.main(["--toys", "checkerboard", "--steps", "3", "--fm-steps", "2", "--batch-size", "16",
+                "--particles", "2", "--nll-points", "8", "--no-paper", "--out", str(out)])
+    rows = [r["model"] for r in json.loads(out.read_text())["results"]]
+    assert rows[5:7] == ["NTM T=4 from FM + 2", "NTM T=4 scratch 2"]
+    assert ("FlowMatchingPredictor", 2, True) in calls  # fine-tuned N steps with alignment
+    assert sum(1 for c in calls if c[1] == 2 and not c[2]) == 1  # one scratch NTM for N steps

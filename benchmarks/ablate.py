@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> dict:
                  batch_size=args.batch_size, lr=args.lr, ema=args.ema, seed=args.seed,
                  progress=args.progress, device=args.device, grad_clip=args.grad_clip or None,
                  **({"loss_fn": nsf_loss} if nsf else {}),
-                 **({"loss_fn": iwae_loss(args.train_particles)} if args.train_particles else {}))
+                 **({"loss_fn": iwae_loss(args.train_particles)} if not nsf
+                    and args.train_particles else {}))
     train_s = time.perf_counter() - start
     model = result.ema_model
     g = torch.Generator().manual_seed(1)
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--out", type=Path, default=HERE / "results" / "ablate.jsonl")
     args = p.parse_args(argv)
+    if args.model == "nsf" and args.train_particles:
+        p.error("--train-particles trains an NTM; zuko NSF's NLL is exact (--model nsf)")
     row = run(args)
     row = append_row(args, row)
     print(f"{row['tag']}: NLL {row['nll']:.4f} nats, on support {row['on_support']:.2%}, "

@@ -109,3 +109,13 @@ def test_train_particles_trains_on_the_bound(tmp_path):
     row = json.loads(out.read_text())
     assert row["config"]["train_particles"] == 2 and math.isfinite(row["nll"])
     assert parse().train_particles is None  # the default trains on NTM.loss
+
+
+def test_train_particles_is_refused_for_nsf(capsys):
+    try:
+        bench.main(["--model", "nsf", "--train-particles", "2", "--out", "/dev/null"])
+    except SystemExit as exit:
+        assert exit.code == 2
+    else:
+        raise AssertionError("--model nsf --train-particles 2 was accepted")
+    assert "--train-particles trains an NTM" in capsys.readouterr().err

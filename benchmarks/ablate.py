@@ -13,7 +13,8 @@ see how tight 256 particles are. ``--train-steps 4 8`` trains one model on both 
 (``NTM(train_steps=...)``) and also reports the other T (``T8_nll``, ``T8_on_support``,
 ``T8_energy``). Every row records ``clipped``, the fraction of steps whose gradient norm
 (before clipping) exceeded 1. ``--train-particles K`` trains on the importance-weighted bound
-with K forward trajectories per example instead of the trajectory NLL.
+with K forward trajectories per example instead of the trajectory NLL
+(``NTM(train_particles=K)``).
 
 Usage::
 
@@ -31,7 +32,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -62,28 +62,8 @@ def build(args: argparse.Namespace) -> nd.NTM:
     if args.predictor_width != 256 or args.predictor_depth != 4:
         options["predictor_options"] = dict(width=args.predictor_width,
                                             depth=args.predictor_depth)
-    return nd.NTM((2,), schedule, train_steps=tuple(args.train_steps or (4,)), **options)
-
-
-def iwae_loss(particles: int):
-    r"""A training loss: the importance-weighted bound with ``particles`` forward trajectories
-    per example on :math:`\log p(x_{t_0})`, in nats per dimension (Burda et al., 2016,
-    arXiv 1509.00519), with level 0 drawn once per example on a grid drawn as ``NTM.loss`` does.
-    With one particle its gradient is ``NTM.loss``'s (the two differ by the constant
-    :math:`\log q`); more particles train the marginal of level 0 rather than the trajectory."""
-
-    def loss(model: nd.NTM, x: torch.Tensor, y: torch.Tensor | None,
-             generator: torch.Generator) -> torch.Tensor:
-        schedule = model.schedule
-        grid = schedule.draw_grid(x.shape[:1], x, generator)
-        level0 = schedule.sample(x, 1, generator, grid=grid)[:, 0]
-        xs = level0.expand(particles, *level0.shape)
-        traj = schedule.sample(xs, 1, generator, grid=grid, from_level0=True)
-        lw = model(y, grid=grid).log_prob(traj) - schedule.log_prob_forward(traj, 1, grid)
-        bound = torch.logsumexp(lw, 0) - math.log(particles)
-        return -bound.mean() / model.features
-
-    return loss
+    return nd.NTM((2,), schedule, train_steps=tuple(args.train_steps or (4,)),
+                  train_particles=args.train_particles or 1, **options)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -98,9 +78,7 @@ def run(args: argparse.Namespace) -> dict:
     result = fit(model, lambda n, g: data.sample(n, generator=g), steps=args.steps,
                  batch_size=args.batch_size, lr=args.lr, ema=args.ema, seed=args.seed,
                  progress=args.progress, device=args.device, grad_clip=args.grad_clip or None,
-                 **({"loss_fn": nsf_loss} if nsf else {}),
-                 **({"loss_fn": iwae_loss(args.train_particles)} if not nsf
-                    and args.train_particles else {}))
+                 **({"loss_fn": nsf_loss} if nsf else {}))
     train_s = time.perf_counter() - start
     model = result.ema_model
     g = torch.Generator().manual_seed(1)

@@ -24,6 +24,7 @@ Usage::
 
     python benchmarks/digits_ablate.py --tag default
     python benchmarks/digits_ablate.py --tag predictor-64 --predictor-width 64
+    python benchmarks/digits_ablate.py --tag iwae-4 --train-particles 4   # NTM(train_particles=4)
     python benchmarks/digits_ablate.py --tag fm-init-1000 --from-fm 1000
     python benchmarks/digits_ablate.py --tag denoisers --denoisers 333:128 1000:256
     python benchmarks/digits_ablate.py --tag quick --steps 20 --per-class 10   # a smoke run
@@ -69,7 +70,8 @@ def build(args: argparse.Namespace) -> tuple[nd.NTM | None, Velocity | None]:
         transporter["patch"] = args.patch
     model = nd.NTM(EVENT, nd.Schedule(4, t_min=(0.0, 0.05), shift=args.shift), classes=CLASSES,
                    transporter_options=transporter,
-                   predictor_options=dict(width=args.predictor_width))
+                   predictor_options=dict(width=args.predictor_width),
+                   train_particles=args.train_particles)
     return model, None
 
 
@@ -147,6 +149,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--blocks", type=int, default=2, help="TarFlow blocks")
     p.add_argument("--patch", type=int, default=None, help="patch size (default: automatic)")
     p.add_argument("--predictor-width", type=int, default=WIDTH)
+    p.add_argument("--train-particles", type=int, default=1, metavar="K",
+                   help="train on the importance-weighted bound with K trajectories per example")
     p.add_argument("--from-fm", type=int, default=0, metavar="K",
                    help="initialise from a flow-matching model trained K steps")
     p.add_argument("--aux", type=float, default=2.5, help="aux_weight of FM fine-tuning")

@@ -24,6 +24,10 @@ NTM trained from scratch for the same ``N`` steps (the "NTM T=4" row, or "NTM T=
 backward pass) and ``denoise="learned"`` (a ``Denoiser`` trained ``--denoiser-steps`` steps, by
 default as many as the NTM, by ``ntmdist.distill.fit_denoiser``; its train s is that training);
 their NLL column is the NTM's.
+``--train-particles K`` adds "NTM T=4, K traj/example": the default NTM (the same initial
+weights and data stream as "NTM T=4") trained on the importance-weighted bound of level 0 with K
+forward trajectories per example (``NTM(train_particles=K)``; the same steps and batch, K times
+the compute per step), trained last so that every other row is unchanged.
 
 Usage::
 
@@ -32,6 +36,7 @@ Usage::
     python benchmarks/toy2d.py --toys checkerboard --steps 3000
     python benchmarks/toy2d.py --no-fm-init     # without the issue-5 rows
     python benchmarks/toy2d.py --no-paper       # without the paper-configuration row
+    python benchmarks/toy2d.py --toys checkerboard --train-particles 4  # + the IWAE-trained NTM
 
 Writes ``benchmarks/results/toy2d.json`` and prints one table per toy with ratios.
 """
@@ -162,6 +167,17 @@ def run_toy(name: str, args: argparse.Namespace) -> list[dict]:
                      sample_s=sample_s))
     if args.fm_init:
         rows += issue5_rows(v, trained["NTM T=4"], draw, held, schedule, opts, args, g)
+    if args.train_particles:
+        with torch.random.fork_rng():
+            torch.manual_seed(args.seed)  # the initial weights of "NTM T=4"
+            model = nd.NTM((2,), schedule, train_particles=args.train_particles)
+        result, train_s = timed(fit, model, draw, **opts)
+        m = result.ema_model
+        with torch.no_grad():
+            samples, sample_s = timed(m.sample, 10_000, generator=g)
+        rows.append(dict(model=f"NTM T=4, {args.train_particles} traj/example",
+                         nll=nll_of(m, held, args, g), samples=samples, train_s=train_s,
+                         sample_s=sample_s))
     for row in rows:
         s = row.pop("samples")
         row["toy"] = name
@@ -227,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
                              "otherwise an NTM is also trained from scratch for N steps)")
     parser.add_argument("--denoiser-steps", type=int, default=None,
                         help="steps of the learned denoiser (default: --steps)")
+    parser.add_argument("--train-particles", type=int, default=None, metavar="K",
+                        help="add the default NTM trained on the importance-weighted bound "
+                             "with K trajectories per example")
     parser.add_argument("--particles", type=int, default=256)
     parser.add_argument("--nll-points", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-T", type=int, nargs="+", metavar="T",
                    help="train on several numbers of reverse steps, e.g. 4 8 16 (a multi-T "
                         "model; default: --T only); sample --T picks one")
+    _int(p, "--train-particles", 1, "forward trajectories per example: K > 1 trains on the "
+         "importance-weighted bound of level 0 (K times the compute per step)", "K")
     p.add_argument("--t-min", type=_t_min, default=(0.0, 0.05), metavar="T0",
                    help="time of level 0: a number, or lo,hi drawn per example (default 0,0.05)")
     p.add_argument("--shift", type=float, default=1.0, metavar="M",

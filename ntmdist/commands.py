@@ -52,6 +52,7 @@ def _build(args: argparse.Namespace, dim: int, gaussian: bool) -> NTM:
                 predictor_options={"width": args.width, "depth": args.depth},
                 transporter_options=None if gaussian else {"hidden": hidden},
                 train_steps=tuple(args.train_T) if args.train_T else None,
+                train_particles=args.train_particles,
             )
         except ValueError as error:
             raise UsageError(str(error)) from error

@@ -4,8 +4,8 @@ configs written by earlier versions of ntmdist included.
 A config is the constructor's arguments as JSON-like data: ``event_shape``, ``schedule``
 (:meth:`Schedule.config`), ``transporter``/``predictor``/``step_flow`` (``"auto"``, ``None``,
 ``"flow_matching"`` for the predictor, or ``"custom"`` for a module the user passed, which cannot
-be rebuilt), their options, ``classes``, ``label_dropout``, ``train_steps`` and optionally
-``velocity`` and ``denoiser`` configs.
+be rebuilt), their options, ``classes``, ``label_dropout``, ``train_steps``,
+``train_particles`` and optionally ``velocity`` and ``denoiser`` configs.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def rebuild(cls: type[M], config: dict) -> M:
             predictor_options=config["predictor_options"],
             transporter_options=config["transporter_options"],
             train_steps=config.get("train_steps"),
+            train_particles=config.get("train_particles", 1),
         )
     else:
         model = cls(
@@ -63,6 +64,7 @@ def rebuild(cls: type[M], config: dict) -> M:
             label_dropout=config.get("label_dropout"),
             step_flow_options=config["step_flow_options"],
             train_steps=config.get("train_steps"),
+            train_particles=config.get("train_particles", 1),
         )
     if config.get("denoiser") is not None:
         from .distill import Denoiser

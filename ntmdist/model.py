@@ -26,7 +26,14 @@ from .defaults import default_networks
 from .guidance import drop_labels
 from .schedule import Schedule
 from .trajectory import TrajectoryDistribution
-from .validation import check_count, check_data, check_labels, check_tensor, sample_labels
+from .validation import (
+    check_count,
+    check_data,
+    check_event_shape,
+    check_labels,
+    check_tensor,
+    sample_labels,
+)
 from .warmstart import flow_matching_predictor
 
 __all__ = ["NTM"]
@@ -63,6 +70,10 @@ class NTM(nn.Module):
             call of :meth:`loss` draws one (uniformly) and uses ``schedule.with_steps(T)``, so
             that one model samples and bounds the likelihood with any of them
             (``sample(..., schedule=schedule.with_steps(8))``). Default: ``schedule.steps`` only.
+        train_particles: Forward trajectories per example in :meth:`loss`. 1 (the default)
+            trains on the trajectory NLL; :math:`K > 1` on the importance-weighted bound of
+            level 0 (Burda et al.), which trains the marginal :math:`p(x_{t_0})` rather than the
+            trajectory, at K times the compute and memory per step (README, ablations).
 
     Example:
         >>> model = NTM(event_shape=(2,), schedule=Schedule(steps=4))
@@ -79,19 +90,19 @@ class NTM(nn.Module):
         step_flow: str | nn.Module | None = "auto", predictor_options: dict | None = None,
         transporter_options: dict | None = None, label_dropout: float | None = None,
         step_flow_options: dict | None = None, train_steps: tuple[int, ...] | None = None,
+        train_particles: int = 1,
     ) -> None:
         super().__init__()
-        if isinstance(event_shape, (int, str)) or not all(
-            isinstance(d, int) and not isinstance(d, bool) for d in event_shape
-        ):
-            raise TypeError(f"event_shape must be a tuple of integers such as (2,), got "
-                            f"{event_shape!r}")
+        self.event_shape = check_event_shape(event_shape)
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a Schedule or None, got {type(schedule).__name__}")
         if train_steps is not None and (not isinstance(train_steps, (tuple, list))
                                         or len(train_steps) == 0):
             raise TypeError(f"train_steps must be a non-empty tuple of step counts such as "
                             f"(4, 8), got {train_steps!r}")
+        dropout = (0.1 if classes else 0.0) if label_dropout is None else label_dropout
+        if not 0 <= dropout < 1:
+            raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         self._config = {
             "event_shape": list(event_shape),
             "schedule": (Schedule() if schedule is None else schedule).config(),
@@ -103,19 +114,14 @@ class NTM(nn.Module):
             "transporter_options": dict(transporter_options or {}),
             "label_dropout": label_dropout,
             "train_steps": None if train_steps is None else list(train_steps),
+            "train_particles": check_count(train_particles, "train_particles", 1),
         }
-        self.event_shape = torch.Size(event_shape)
-        if len(self.event_shape) == 0 or any(d < 1 for d in self.event_shape):
-            raise ValueError(f"event_shape must be a non-empty shape, got {tuple(event_shape)}")
         self.schedule = Schedule() if schedule is None else schedule
         self.train_schedules = [self.schedule.with_steps(T)
                                 for T in train_steps or (self.schedule.steps,)]
+        self.train_particles = self._config["train_particles"]
         self.classes = classes
-        if label_dropout is None:
-            label_dropout = 0.1 if classes else 0.0
-        if not 0 <= label_dropout < 1:
-            raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
-        self.label_dropout = float(label_dropout)
+        self.label_dropout = float(dropout)
         self.transporter, self.predictor, self.step_flow, options, step_options = (
             default_networks(self.event_shape, classes, transporter, predictor, step_flow,
                              predictor_options, transporter_options, step_flow_options)
@@ -145,7 +151,7 @@ class NTM(nn.Module):
         transporter: str | nn.Module | list[nn.Module] | None = "auto", *,
         event_shape: tuple[int, ...] | None = None, classes: int | None = None,
         predictor_options: dict | None = None, transporter_options: dict | None = None,
-        train_steps: tuple[int, ...] | None = None,
+        train_steps: tuple[int, ...] | None = None, train_particles: int = 1,
     ) -> NTM:
         r"""An NTM initialised from a flow-matching velocity :math:`v(x, t, y)` (regressing
         :math:`\epsilon - x_0`): a :class:`~ntmdist.predictor.FlowMatchingPredictor`,
@@ -167,7 +173,8 @@ class NTM(nn.Module):
                 (``requires_grad_(True)``) even when the argument is frozen, e.g. the
                 ``ema_model`` of :func:`ntmdist.train.fit`. Freeze
                 ``model.predictor.velocity`` afterwards to fine-tune the rest only.
-            schedule, transporter, transporter_options, train_steps: As for :class:`NTM`.
+            schedule, transporter, transporter_options, train_steps, train_particles: As for
+                :class:`NTM`.
             event_shape, classes: Default to the velocity's attributes of those names.
             predictor_options: Keyword arguments of :class:`FlowMatchingPredictor`.
 
@@ -180,7 +187,8 @@ class NTM(nn.Module):
         predictor, event_shape, classes, entries = flow_matching_predictor(
             velocity, event_shape, classes, predictor_options)
         model = cls(event_shape, schedule, transporter, predictor, classes,
-                    transporter_options=transporter_options, train_steps=train_steps)
+                    transporter_options=transporter_options, train_steps=train_steps,
+                    train_particles=train_particles)
         model._config.update(entries)
         ref = next(predictor.velocity.parameters(), None)
         return model if ref is None else model.to(ref.device, ref.dtype)
@@ -223,9 +231,14 @@ class NTM(nn.Module):
     def loss(
         self, x0: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
-        r"""Mean trajectory NLL in nats per data dimension, :math:`-E[\log p(traj)] / D`,
-        on forward trajectories of ``x0`` ``(batch, *event)`` (``t_min`` drawn per example; T
-        drawn per call from ``train_steps``).
+        r"""The training loss in nats per data dimension on forward trajectories of ``x0``
+        ``(batch, *event)`` (``t_min`` drawn per example; T drawn per call from
+        ``train_steps``): the mean trajectory NLL :math:`-E[\log p(traj)] / D`, or with
+        :attr:`train_particles` :math:`K > 1` the mean negative importance-weighted bound
+        :math:`-\mathrm{IWAE}_K(x_{t_0}) / D` of level 0, with K forward chains
+        :math:`q(x_{t_1:t_T} | x_{t_0})` from one draw of level 0 per example. With one
+        particle the two have the same gradient (they differ by :math:`\log q`, which has no
+        parameters).
         In training mode labels are replaced by the null label with probability
         :attr:`label_dropout` (classifier-free guidance)."""
         y = self._check_data(x0, y)
@@ -243,20 +256,27 @@ class NTM(nn.Module):
             schedule = self.train_schedules[int(pick)]
         grid = schedule.draw_grid(batch, x0, generator)
         traj = schedule.sample(x0, len(self.event_shape), generator, grid=grid)
-        return -self(y, grid=grid).log_prob(traj).mean() / self.features
+        if self.train_particles == 1:
+            return -self(y, grid=grid).log_prob(traj).mean() / self.features
+        level0 = traj.select(len(batch), 0)
+        lw = self._log_weights(level0, y, self.train_particles, generator, schedule, grid)
+        bound = torch.logsumexp(lw, 0) - math.log(self.train_particles)
+        return -bound.mean() / self.features
 
     def _log_weights(
         self, x: Tensor, y: Tensor | None, particles: int, generator: torch.Generator | None,
-        schedule: Schedule | None = None,
+        schedule: Schedule | None = None, grid: Tensor | None = None,
     ) -> Tensor:
+        """Log importance weights ``(particles, *batch)`` of ``particles`` forward chains from
+        level 0 ``x`` on ``grid`` (``schedule``'s nominal grid by default)."""
         y = self._check_data(x, y)
         particles = check_count(particles, "particles", 1)
         schedule = self.schedule if schedule is None else schedule
         ev = len(self.event_shape)
-        grid = schedule.grid_like(x)
+        grid = schedule.grid_like(x) if grid is None else grid
         xs = x.expand(particles, *x.shape)
         traj = schedule.sample(xs, ev, generator, grid=grid, from_level0=True)
-        dist = self(y, schedule=schedule)
+        dist = self(y, schedule=schedule, grid=grid)
         return dist.log_prob(traj) - schedule.log_prob_forward(traj, ev, grid)
 
     def elbo(

@@ -29,6 +29,7 @@ from torch.distributions import Distribution
 __all__ = [
     "check_count",
     "check_data",
+    "check_event_shape",
     "check_generator",
     "check_grid",
     "check_labels",
@@ -156,6 +157,23 @@ def check_labels(y: Tensor, classes: int) -> None:
         if lo < 0 or hi > classes:
             raise ValueError(f"class labels must be in 0..{classes - 1} ({classes}: the null "
                              f"label), got values in {lo}..{hi}")
+
+
+def check_event_shape(event_shape: object) -> torch.Size:
+    """``event_shape`` (a tuple of positive integers such as ``(2,)``) as a ``torch.Size``.
+
+    Raises:
+        TypeError: Not a sequence of integers (a bare integer or a string included).
+        ValueError: Empty, or a dimension below 1.
+    """
+    if isinstance(event_shape, (int, str)) or not isinstance(event_shape, Sequence) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in event_shape
+    ):
+        raise TypeError(f"event_shape must be a tuple of integers such as (2,), got "
+                        f"{event_shape!r}")
+    if len(event_shape) == 0 or any(d < 1 for d in event_shape):
+        raise ValueError(f"event_shape must be a non-empty shape, got {tuple(event_shape)}")
+    return torch.Size(event_shape)
 
 
 def check_count(n: object, name: str, minimum: int = 0) -> int:

@@ -78,29 +78,6 @@ def test_tiny_run_appends_a_json_line(tmp_path, capsys):
     assert "iwae_1" not in rows[2]  # NSF's NLL is exact
 
 
-def test_iwae_loss_against_particles_one_by_one():
-    """The batched importance-weighted training loss equals the bound computed trajectory by
-    trajectory (float64, the same draws), so the grid broadcasts over the particles."""
-    model = nd.NTM((2,), nd.Schedule(4, t_min=(0.0, 0.05), shift=1.0),
-                   predictor_options=dict(width=16, depth=1)).double()
-    with torch.no_grad():  # a non-identity transporter, so the check is not trivial
-        for p in model.transporter.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3),
-                                     dtype=p.dtype))
-    x, particles, s = torch.randn(5, 2, dtype=torch.float64), 3, model.schedule
-    loss = bench.iwae_loss(particles)(model, x, None, torch.Generator().manual_seed(5))
-    g = torch.Generator().manual_seed(5)
-    grid = s.draw_grid((5,), x, g)
-    assert grid[:, 0].unique().numel() == 5  # t_0 drawn per example
-    level0 = s.sample(x, 1, g, grid=grid)[:, 0]
-    traj = s.sample(level0.expand(particles, 5, 2), 1, g, grid=grid, from_level0=True)
-    lw = torch.tensor([[model(grid=grid[b]).log_prob(traj[k, b]).item()
-                        - s.log_prob_forward(traj[k, b], 1, grid[b]).item()
-                        for b in range(5)] for k in range(particles)], dtype=torch.float64)
-    expected = -(torch.logsumexp(lw, 0) - math.log(particles)).mean() / 2
-    assert torch.allclose(loss, expected, rtol=1e-12, atol=1e-12)
-
-
 def test_train_particles_trains_on_the_bound(tmp_path):
     torch.set_default_dtype(torch.float32)
     out = tmp_path / "ablate.jsonl"
@@ -108,7 +85,9 @@ def test_train_particles_trains_on_the_bound(tmp_path):
                 "--nll-points", "8", "--out", str(out)])
     row = json.loads(out.read_text())
     assert row["config"]["train_particles"] == 2 and math.isfinite(row["nll"])
-    assert parse().train_particles is None  # the default trains on NTM.loss
+    assert parse().train_particles is None  # the default trains on the trajectory NLL
+    assert bench.build(parse("--train-particles", "3")).train_particles == 3
+    assert bench.build(parse()).train_particles == 1
 
 
 def test_train_particles_is_refused_for_nsf(capsys):

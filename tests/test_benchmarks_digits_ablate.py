@@ -39,7 +39,8 @@ def test_knobs_change_what_they_name():
     assert len(model.transporter.blocks) == 3
     assert all(b.patch == 1 for b in model.transporter.blocks)
     default, _ = built()
-    assert default.transporter.blocks[0].patch == 2
+    assert default.transporter.blocks[0].patch == 2 and default.train_particles == 1
+    assert built("--train-particles", "4")[0].train_particles == 4
     assert sum(p.numel() for p in model.predictor.parameters()) < sum(
         p.numel() for p in default.predictor.parameters())
     model, velocity = built("--from-fm", "5")

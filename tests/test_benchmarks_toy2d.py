@@ -60,3 +60,29 @@ def test_fm_steps_other_than_steps_adds_a_scratch_row(tmp_path, monkeypatch):
     assert rows[5:7] == ["NTM T=4 from FM + 2", "NTM T=4 scratch 2"]
     assert ("FlowMatchingPredictor", 2, True) in calls  # fine-tuned N steps with alignment
     assert sum(1 for c in calls if c[1] == 2 and not c[2]) == 1  # one scratch NTM for N steps
+
+
+def test_train_particles_adds_the_iwae_trained_ntm_last(tmp_path, monkeypatch):
+    """The extra row starts from the initial weights of "NTM T=4" and trains on the bound."""
+    torch.set_default_dtype(torch.float32)
+    starts = []
+    fit = toy2d.fit
+
+    def spy(model, *args, **kwargs):
+        if hasattr(model, "train_particles"):
+            starts.append((model.train_particles, model.config()["transporter"] is None,
+                           {k: v.clone() for k, v in model.state_dict().items()}))
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(toy2d, "fit", spy)
+    out = tmp_path / "toy2d.json"
+    toy2d.main(["--toys", "checkerboard", "--steps", "2", "--batch-size", "16", "--particles",
+                "2", "--nll-points", "8", "--no-paper", "--no-fm-init", "--train-particles", "3",
+                "--out", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    assert rows[-1]["model"] == "NTM T=4, 3 traj/example" and len(rows) == 6
+    assert math.isfinite(rows[-1]["nll"]) and 0 <= rows[-1]["on_support"] <= 1
+    (k0, gauss0, first), (_, gauss1, _), (k, gauss, last) = starts
+    assert (k0, k, gauss0, gauss1, gauss) == (1, 3, False, True, False)
+    assert first.keys() == last.keys()
+    assert all(torch.equal(first[name], last[name]) for name in first)

@@ -186,3 +186,13 @@ def test_multi_t_fit_samples_its_trained_t_without_a_note(tmp_path, capsys):
         assert ("note: the model was trained with T in [2, 3]" in capsys.readouterr().err) == note
     err = usage_error(capsys, ["fit", "rings", "--train-T", "4", "0", "--out", str(tmp_path)])
     assert "steps must be an integer >= 1" in err
+
+
+def test_fit_trains_on_the_bound_with_train_particles(tmp_path, capsys):
+    out = tmp_path / "iw"
+    assert cli.main(["fit", "two_moons", "--steps", "2", "--train-particles", "3",
+                     "--out", str(out), *TINY]) == 0
+    for name in ("model.pt", "baseline.pt"):  # the Gaussian baseline trains the same way
+        assert load_checkpoint(out / name)["meta"]["model"]["train_particles"] == 3
+    err = usage_error(capsys, ["fit", "rings", "--train-particles", "0", "--out", str(tmp_path)])
+    assert "--train-particles" in err

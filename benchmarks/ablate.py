@@ -63,7 +63,7 @@ def build(args: argparse.Namespace) -> nd.NTM:
         options["predictor_options"] = dict(width=args.predictor_width,
                                             depth=args.predictor_depth)
     return nd.NTM((2,), schedule, train_steps=tuple(args.train_steps or (4,)),
-                  train_particles=args.train_particles or 1, **options)
+                  train_particles=args.train_particles, **options)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="per-step bijector MADE widths")
     p.add_argument("--train-steps", type=int, nargs="*", default=None, metavar="T",
                    help="train on several T (e.g. 4 8); the extra T are evaluated too")
-    p.add_argument("--train-particles", type=int, default=None, metavar="K",
+    p.add_argument("--train-particles", type=int, default=1, metavar="K",
                    help="train on the importance-weighted bound with K trajectories per example "
-                        "(default: NTM.loss, the trajectory NLL)")
+                        "(default 1: the trajectory NLL)")
     p.add_argument("--predictor-width", type=int, default=256)
     p.add_argument("--predictor-depth", type=int, default=4)
     p.add_argument("--particles", type=int, default=256)
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--out", type=Path, default=HERE / "results" / "ablate.jsonl")
     args = p.parse_args(argv)
-    if args.model == "nsf" and args.train_particles:
+    if args.model == "nsf" and args.train_particles != 1:
         p.error("--train-particles trains an NTM; zuko NSF's NLL is exact (--model nsf)")
     row = run(args)
     row = append_row(args, row)

@@ -93,6 +93,18 @@ def nll_of(model: nd.NTM, held: torch.Tensor, args: argparse.Namespace,
                           for c in held[: args.nll_points].split(chunk)]).mean().item()
 
 
+def trained_row(label: str, model: nd.NTM, draw, held: torch.Tensor, opts: dict,
+                args: argparse.Namespace, g: torch.Generator, **fit_options) -> dict:
+    """Train an NTM (``fit`` with ``opts`` and ``fit_options``), then draw 10k samples of its EMA
+    model and bound its NLL with ``g``; the row holds the EMA model under ``"ema_model"``."""
+    result, train_s = timed(fit, model, draw, **fit_options, **opts)
+    m = result.ema_model
+    with torch.no_grad():
+        samples, sample_s = timed(m.sample, 10_000, generator=g)
+    return dict(model=label, nll=nll_of(m, held, args, g), samples=samples, train_s=train_s,
+                sample_s=sample_s, ema_model=m)
+
+
 def issue5_rows(velocity: torch.nn.Module, ntm: nd.NTM, draw, held: torch.Tensor,
                 schedule: nd.Schedule, opts: dict, args: argparse.Namespace,
                 g: torch.Generator) -> list[dict]:
@@ -107,12 +119,8 @@ def issue5_rows(velocity: torch.nn.Module, ntm: nd.NTM, draw, held: torch.Tensor
             models[f"NTM T=4 scratch {n}"] = nd.NTM((2,), schedule)
     for label, model in models.items():
         fine = dict(aux_weight=2.5, hold={"predictor.velocity": n // 10})
-        result, train_s = timed(fit, model, draw, **(fine if "from FM" in label else {}), **short)
-        m = result.ema_model
-        with torch.no_grad():
-            samples, sample_s = timed(m.sample, 10_000, generator=g)
-        rows.append(dict(model=label, nll=nll_of(m, held, args, g), samples=samples,
-                         train_s=train_s, sample_s=sample_s))
+        rows.append(trained_row(label, model, draw, held, short, args, g,
+                                **(fine if "from FM" in label else {})))
     nll = nll_of(ntm, held, args, g)
     samples, sample_s = timed(ntm.sample, 10_000, denoise="tweedie", generator=g)
     rows.append(dict(model="NTM T=4 tweedie", nll=nll, samples=samples, train_s=0.0,
@@ -145,12 +153,8 @@ def run_toy(name: str, args: argparse.Namespace) -> list[dict]:
     g = torch.Generator().manual_seed(args.seed + 1)
     trained = {}
     for label, model in models.items():
-        result, train_s = timed(fit, model, draw, **opts)
-        m = trained[label] = result.ema_model
-        with torch.no_grad():
-            samples, sample_s = timed(m.sample, 10_000, generator=g)
-        rows.append(dict(model=label, nll=nll_of(m, held, args, g), samples=samples,
-                         train_s=train_s, sample_s=sample_s))
+        rows.append(trained_row(label, model, draw, held, opts, args, g))
+        trained[label] = rows[-1]["ema_model"]
     result, train_s = timed(fit, velocity, draw, loss_fn=velocity_loss, **opts)
     v = result.ema_model
     for steps in (4, 64):
@@ -171,14 +175,10 @@ def run_toy(name: str, args: argparse.Namespace) -> list[dict]:
         with torch.random.fork_rng():
             torch.manual_seed(args.seed)  # the initial weights of "NTM T=4"
             model = nd.NTM((2,), schedule, train_particles=args.train_particles)
-        result, train_s = timed(fit, model, draw, **opts)
-        m = result.ema_model
-        with torch.no_grad():
-            samples, sample_s = timed(m.sample, 10_000, generator=g)
-        rows.append(dict(model=f"NTM T=4, {args.train_particles} traj/example",
-                         nll=nll_of(m, held, args, g), samples=samples, train_s=train_s,
-                         sample_s=sample_s))
+        rows.append(trained_row(f"NTM T=4, {args.train_particles} traj/example", model, draw,
+                                held, opts, args, g))
     for row in rows:
+        row.pop("ema_model", None)
         s = row.pop("samples")
         row["toy"] = name
         row["energy"] = energy_distance(s, held)

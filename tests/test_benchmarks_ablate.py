@@ -85,7 +85,7 @@ def test_train_particles_trains_on_the_bound(tmp_path):
                 "--nll-points", "8", "--out", str(out)])
     row = json.loads(out.read_text())
     assert row["config"]["train_particles"] == 2 and math.isfinite(row["nll"])
-    assert parse().train_particles is None  # the default trains on the trajectory NLL
+    assert parse().train_particles == 1  # the default trains on the trajectory NLL
     assert bench.build(parse("--train-particles", "3")).train_particles == 3
     assert bench.build(parse()).train_particles == 1
 

@@ -1,172 +1,18 @@
-r"""Evaluation metrics: energy distance, fraction on a support, likelihood units, and the sample
-quality measures of image models in a feature space (Frechet distance, kernel distance, precision
-and recall).
-
-Every metric returns Python ``float`` values (or, for the unit conversions, the type it was
-given) and computes in float64. Pairwise quantities are computed in blocks of rows, so memory is
-:math:`O(\text{chunk} \cdot m)`, never :math:`O(nm)`.
+r"""Sample quality of image models in the feature space of a classifier: the Frechet distance,
+the kernel distance (KID) and improved precision and recall, against one reference set.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "bits_per_dim",
-    "energy_distance",
-    "fraction_on_support",
-    "frechet_distance",
-    "kid",
-    "nats_per_dim",
-    "precision_recall",
-    "sample_quality",
-]
+from .pairs import block_rows, feature_pair, pair_sum
 
-
-def _samples(name: str, x: Tensor | np.ndarray, least: int) -> Tensor:
-    x = torch.as_tensor(x)
-    if x.dim() < 1 or x.shape[0] < least:
-        raise ValueError(f"{name} must have shape (n, *event) with n >= {least}, got {x.shape}")
-    return x.detach().to(torch.float64).reshape(x.shape[0], -1)
-
-
-def _features(names: str, a: Tensor | np.ndarray, b: Tensor | np.ndarray, least: int
-              ) -> tuple[Tensor, Tensor]:
-    """Two float64 sample sets ``(n, d)`` and ``(m, d)`` with equal ``d``."""
-    first, second = names.split()
-    a, b = _samples(first, a, least), _samples(second, b, least)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"{first} and {second} must have the same size (features per sample, "
-                         f"the event size), got {a.shape[1]} and {b.shape[1]}")
-    return a, b
-
-
-def _rows(chunk: int | None, m: int) -> int:
-    """Rows per block: ``chunk``, or about :math:`2^{22}` pairs at a time."""
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-    return chunk or max(1, 2**22 // max(m, 1))
-
-
-def _pair_sum(
-    a: Tensor, b: Tensor, pair: Callable[[Tensor, Tensor], Tensor], rows: int, same: bool
-) -> float:
-    r""":math:`\sum_{ij} \mathrm{pair}(a_i, b_j)`, the diagonal left out when ``same``."""
-    total = []
-    for i in range(0, len(a), rows):
-        block = pair(a[i : i + rows], b)
-        if same:  # exact zeros on the diagonal (the matrix-product form leaves round-off there)
-            block.diagonal(offset=i).zero_()
-        total.append(block.sum().item())
-    return math.fsum(total)
-
-
-def energy_distance(
-    x: Tensor | np.ndarray, y: Tensor | np.ndarray, unbiased: bool = True, chunk: int | None = None
-) -> float:
-    r"""Energy distance between the samples ``x`` ``(n, *event)`` and ``y`` ``(m, *event)``.
-
-    .. math:: \mathcal{E}(P, Q) = 2 \mathbb{E}|X - Y| - \mathbb{E}|X - X'| - \mathbb{E}|Y - Y'|
-
-    with Euclidean norms over the flattened event. The cross term averages all :math:`nm` pairs.
-    The within-sample terms are U-statistics by default (``unbiased=True``: the :math:`n(n-1)`
-    pairs :math:`i \neq j`), so the estimate is unbiased, zero in expectation when both samples
-    come from one law, and may be slightly negative; ``unbiased=False`` gives the V-statistic
-    (divide by :math:`n^2`, diagonal included), which is always :math:`\geq 0` but biased upwards.
-
-    Distances are computed in float64 in blocks of ``chunk`` rows (by default about
-    :math:`2^{22}` distances at a time), so memory is :math:`O(\text{chunk} \cdot m)`, never
-    :math:`O(nm)`.
-
-    References:
-        | Energy statistics: A class of statistics based on distances (Szekely & Rizzo, 2013)
-
-    Example:
-        >>> x = torch.tensor([[0.0], [1.0]])
-        >>> energy_distance(x, x + 1, unbiased=False)  # 2 * 1 - 1/2 - 1/2
-        1.0
-        >>> energy_distance(x, x + 1)  # U-statistics: 2 * 1 - 1 - 1
-        0.0
-    """
-    x, y = _features("x y", x, y, 2 if unbiased else 1)
-
-    def mean(a: Tensor, b: Tensor, same: bool) -> float:
-        pairs = len(a) * (len(a) - 1) if same and unbiased else len(a) * len(b)
-        return _pair_sum(a, b, torch.cdist, _rows(chunk, len(b)), same) / pairs
-
-    with torch.no_grad():
-        return 2 * mean(x, y, False) - mean(x, x, True) - mean(y, y, True)
-
-
-def fraction_on_support(
-    x: Tensor, toy_name_or_support_fn: str | Callable[[Tensor], Tensor]
-) -> float:
-    """Fraction of the points ``x`` ``(n, 2)`` on a support.
-
-    Arguments:
-        x: Points, shape ``(n, *event)``.
-        toy_name_or_support_fn: A toy name of :data:`ntmdist.data.TOYS` with a support
-            (``"checkerboard"``) or a function mapping ``x`` to a bool tensor ``(n,)``.
-
-    Example:
-        >>> fraction_on_support(torch.tensor([[-3.0, -3.0], [-1.0, -3.0]]), "checkerboard")
-        0.5
-    """
-    support = toy_name_or_support_fn
-    if isinstance(support, str):
-        from .data import toy
-
-        support = toy(support).support
-        if support is None:
-            raise ValueError(f"toy {toy_name_or_support_fn!r} has no bounded support")
-    if not callable(support):
-        raise TypeError(f"expected a toy name or a support function, got {support!r}")
-    inside = torch.as_tensor(support(x))
-    if inside.numel() == 0:
-        raise ValueError("x is empty")
-    return inside.to(torch.float64).mean().item()
-
-
-def nats_per_dim(nll_total: float | Tensor, dims: int | Sequence[int]) -> float | Tensor:
-    """A negative log-likelihood summed over dimensions, divided by the number of dimensions.
-
-    ``dims`` is that number or an event shape (its product is used).
-
-    Example:
-        >>> nats_per_dim(128.0, (1, 8, 8))
-        2.0
-    """
-    size = dims if isinstance(dims, int) else math.prod(dims)
-    if isinstance(size, bool) or size < 1:
-        raise ValueError(f"dims must give a positive number of dimensions, got {dims!r}")
-    return nll_total / size
-
-
-def bits_per_dim(
-    nll_nats_per_dim: float | Tensor, log_scale_per_dim: float = 0.0
-) -> float | Tensor:
-    r"""Bits per dimension on the original data scale from an NLL in nats per dimension.
-
-    If the model sees :math:`x = a y + b` for original (dequantised) data :math:`y`, the
-    per-dimension log-determinant is ``log_scale_per_dim`` :math:`= \log |a|` and
-    :math:`-\log p_y(y)/D = -\log p_x(x)/D - \log |a|`, so
-
-    .. math:: \text{bpd} = \frac{\text{nll}_x - \log |a|}{\ln 2} .
-
-    For 8-bit images scaled to :math:`[0, 1)`, :math:`a = 1/256` and ``log_scale_per_dim``
-    :math:`= -\log 256`; for :func:`ntmdist.data.digits` use ``DIGITS_LOG_SCALE``
-    :math:`= \log(2/17)`. With uniform dequantisation this bounds the discrete bits per dimension.
-
-    Example:
-        >>> round(bits_per_dim(math.log(2), math.log(2 / 17)), 4)  # uniform on [-1, 1]: log2(17)
-        4.0875
-    """
-    return (nll_nats_per_dim - log_scale_per_dim) / math.log(2)
+__all__ = ["frechet_distance", "kid", "precision_recall", "sample_quality"]
 
 
 def frechet_distance(feat_a: Tensor | np.ndarray, feat_b: Tensor | np.ndarray) -> float:
@@ -190,7 +36,7 @@ def frechet_distance(feat_a: Tensor | np.ndarray, feat_b: Tensor | np.ndarray) -
         >>> round(frechet_distance(a, a + 1.0), 6)  # same covariance: |mean shift|^2
         2.0
     """
-    a, b = (f.cpu().numpy() for f in _features("feat_a feat_b", feat_a, feat_b, 2))
+    a, b = (f.cpu().numpy() for f in feature_pair("feat_a feat_b", feat_a, feat_b, 2))
     cov_a = np.atleast_2d(np.cov(a, rowvar=False))
     cov_b = np.atleast_2d(np.cov(b, rowvar=False))
     eig_a, vec_a = np.linalg.eigh(cov_a)  # symmetric PSD square root: no complex round-off
@@ -247,7 +93,7 @@ def kid(
         >>> kid(x, y, subsets=1)  # (1 + 1) / 2 + (27 + 27) / 2 - 2 (1 + 1 + 8 + 27) / 4
         (9.5, nan)
     """
-    real, fake = _features("real fake", real, fake, 2)
+    real, fake = feature_pair("real fake", real, fake, 2)
     for name, value, least in (("subsets", subsets, 1), ("degree", degree, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -260,7 +106,7 @@ def kid(
 
     def mean(a: Tensor, b: Tensor, same: bool) -> float:
         pairs = len(a) * (len(a) - 1) if same else len(a) * len(b)
-        return _pair_sum(a, b, kernel, _rows(chunk, len(b)), same) / pairs
+        return pair_sum(a, b, kernel, block_rows(chunk, len(b)), same) / pairs
 
     estimates = []
     with torch.no_grad():
@@ -315,11 +161,11 @@ def precision_recall(
         >>> precision_recall(real, torch.tensor([[0.5], [9.0]]), k=1)  # radii 1, 1, 1 and 8.5, 8.5
         (0.5, 1.0)
     """
-    real, fake = _features("real fake", real, fake, 1)
+    real, fake = feature_pair("real fake", real, fake, 1)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < min(len(real), len(fake)):
         raise ValueError(f"k must be an integer in [1, min(n, m) - 1] = [1, "
                          f"{min(len(real), len(fake)) - 1}], got {k!r}")
-    rows = _rows(chunk, max(len(real), len(fake)))
+    rows = block_rows(chunk, max(len(real), len(fake)))
     with torch.no_grad():
         precision = _inside(fake, real, _radii(real, k, rows), rows)
         recall = _inside(real, fake, _radii(fake, k, rows), rows)

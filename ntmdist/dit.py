@@ -62,6 +62,16 @@ class ConditionEmbedding(nn.Module):
     A learned null token is appended to every sequence and visible exactly where no real token
     is (a null example, or an all-masked row): an empty sequence is the null condition, and no
     attention row is ever empty.
+
+    Example:
+        >>> embed = ConditionEmbedding(context=(3, 5), embedding=8)
+        >>> t = torch.full((2,), 0.5)
+        >>> mask = torch.tensor([[True, True, False], [False, False, False]])
+        >>> vector, tokens, visible = embed(t, t / 2, torch.randn(2, 3, 5), 2, mask)
+        >>> vector.shape, tokens.shape  # t, s and the pooled tokens; the null token appended
+        (torch.Size([2, 24]), torch.Size([2, 4, 8]))
+        >>> visible.tolist()  # the empty second row sees the null token only
+        [[True, True, False, False], [False, False, False, True]]
     """
 
     def __init__(

@@ -96,7 +96,6 @@ class ConditionEmbedding(nn.Module):
             self.token = nn.Linear(self.context[1], embedding)
         if self.kind in ("vector", "sequence"):
             self.null = nn.Parameter(torch.randn(embedding) * 0.02)
-        self.embedding = embedding
         self.features = (2 + (self.kind != "none")) * embedding
 
     def forward(

@@ -27,6 +27,7 @@ Usage::
     python benchmarks/ablate.py --tag multi-t --train-steps 4 8   # the paper's multi-T training
     python benchmarks/ablate.py --tag iwae-4 --train-particles 4 --batch-size 128  # IWAE loss
     python benchmarks/ablate.py --tag quick --steps 300        # a smoke run
+    python benchmarks/ablate.py --print benchmarks/results/ablate.jsonl  # every run as a table
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""8x8 digits benchmark (DESIGN section 7): NTM T=4 vs Gaussian T=4 vs flow matching vs zuko
+"""8x8 digits benchmark: NTM T=4 vs Gaussian T=4 vs flow matching vs zuko
 NSF/MAF, class-conditional, on scikit-learn's bundled digits (1797 images, no download).
 
 Data: ``ntmdist.data.digits`` split once (seed 0, independent of ``--seed``) into 1497 training
@@ -77,6 +77,7 @@ Usage::
     python benchmarks/digits.py --quick          # 40 steps, 200 samples (a smoke run, ~3 min)
     python benchmarks/digits.py --no-fm-init     # without the issue-5 rows
     python benchmarks/digits.py --device cuda --steps 10000 --batch-size 256
+    python benchmarks/digits.py --print benchmarks/results/digits.json  # re-print saved tables
 
 Writes ``benchmarks/results/digits.json`` and prints markdown tables with ratios.
 """

@@ -28,6 +28,7 @@ Usage::
     python benchmarks/digits_ablate.py --tag fm-init-1000 --from-fm 1000
     python benchmarks/digits_ablate.py --tag denoisers --denoisers 333:128 1000:256
     python benchmarks/digits_ablate.py --tag quick --steps 20 --per-class 10   # a smoke run
+    python benchmarks/digits_ablate.py --print benchmarks/results/digits_ablate.jsonl  # a table
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ Usage::
 
     python benchmarks/passes.py                 # 600 steps, passes 2 4 8 64: about 15 minutes
     python benchmarks/passes.py --steps 50 --passes 2 64 --particles 4   # a smoke run
+    python benchmarks/passes.py --print benchmarks/results/passes.json   # re-print saved tables
 
 Writes ``benchmarks/results/passes.json`` and prints a table.
 """

@@ -1,4 +1,4 @@
-"""Speed benchmark (DESIGN section 7): NTM throughput against zuko and flow matching.
+"""Speed benchmark: NTM throughput against zuko and flow matching.
 
 All models are untrained (speed does not depend on the weights: no code path here stops early)
 and float32. The NTM is the library default for vectors, ``NTM((D,), Schedule(T, t_min=0.05))``
@@ -40,6 +40,7 @@ Usage::
     python benchmarks/speed.py                    # full, CPU, 1 thread: about 6 minutes
     python benchmarks/speed.py --quick            # small sizes, few repeats, no compile (smoke)
     python benchmarks/speed.py --no-compile --device cuda --threads 4
+    python benchmarks/speed.py --print benchmarks/results/speed.json  # re-print saved tables
 
 Writes ``benchmarks/results/speed.json``.
 """

@@ -1,4 +1,4 @@
-"""2D toy benchmark (DESIGN section 7): NTM T=4 vs Gaussian T=4 vs flow matching vs zuko NSF.
+"""2D toy benchmark: NTM T=4 vs Gaussian T=4 vs flow matching vs zuko NSF.
 
 Every model sees the same data stream, optimiser steps, batch size and learning-rate schedule
 (``ntmdist.train.fit``: AdamW, warm-up, cosine decay, EMA; peak lr 2e-3 for every model), side
@@ -37,6 +37,7 @@ Usage::
     python benchmarks/toy2d.py --no-fm-init     # without the issue-5 rows
     python benchmarks/toy2d.py --no-paper       # without the paper-configuration row
     python benchmarks/toy2d.py --toys checkerboard --train-particles 4  # + the IWAE-trained NTM
+    python benchmarks/toy2d.py --print benchmarks/results/toy2d_*.json  # re-print saved tables
 
 Writes ``benchmarks/results/toy2d.json`` and prints one table per toy with ratios.
 """

@@ -1,6 +1,7 @@
 """Sphinx configuration of ntmdist's documentation: ``make docs`` builds it into
 ``docs/_build/html`` with warnings as errors."""
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -39,3 +40,35 @@ myst_heading_anchors = 3
 
 html_theme = "alabaster"
 html_title = "ntmdist"
+
+
+def _canonical(name: str) -> str | None:
+    """Where a public name is documented: ``ntmdist.NTM.iwae`` -> ``ntmdist.model.NTM.iwae``
+    (re-exported classes and functions are documented in the module that defines them)."""
+    parts = name.split(".")
+    obj, found = importlib.import_module(parts[0]), None
+    for i, part in enumerate(parts[1:], start=2):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+        if isinstance(getattr(obj, "__module__", None), str) and hasattr(obj, "__qualname__"):
+            found = (f"{obj.__module__}.{obj.__qualname__}", i)
+    if found is None:
+        return None
+    prefix, used = found
+    return ".".join([prefix, *parts[used:]])
+
+
+def _resolve_reexport(app, env, node, contnode):  # noqa: ANN001, ANN202 (Sphinx's event)
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("ntmdist."):
+        return None
+    canonical = _canonical(target)
+    if canonical is None or canonical == target:
+        return None
+    return env.get_domain("py").resolve_xref(env, node["refdoc"], app.builder,
+                                             node["reftype"], canonical, node, contnode)
+
+
+def setup(app):  # noqa: ANN001, ANN201 (Sphinx's entry point)
+    app.connect("missing-reference", _resolve_reexport)

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import torch
+from _models import seeded
 from _scripts import load_script
 
 import ntmdist as nd
@@ -35,11 +36,9 @@ def shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 def test_no_knobs_is_the_library_default():
     args = parse()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         built = bench.build(args)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         default = nd.NTM((2,), nd.Schedule(steps=4, t_min=(0.0, 0.05), shift=1.0))
     assert shapes(built) == shapes(default)
     assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(),

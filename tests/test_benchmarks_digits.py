@@ -34,7 +34,7 @@ def test_tiny_run_writes_json_and_reuses_the_classifier(tmp_path, monkeypatch, c
             "--bits-points", "50", "--classifier", str(cache), "--out", str(out)]
     bench.main(argv)
     printed = capsys.readouterr().out
-    assert "| NTM T=4 |" in printed and "issue 5" in printed
+    assert "| NTM T=4 |" in printed and "warm start from flow matching" in printed
     report = json.loads(out.read_text())
     assert report["classifier"]["trained_now"] and cache.exists()
     models = {r["model"] for r in report["results"]}
@@ -61,3 +61,13 @@ def test_fewer_fine_tuning_steps_add_a_scratch_row(tmp_path, capsys):
     rows = {r["model"]: r for r in json.loads(out.read_text())["results"]}
     assert rows["NTM T=4 from FM + 2"]["steps"] == rows["NTM T=4 scratch 2"]["steps"] == 2
     assert "| NTM T=4 scratch 2 | 2 |" in printed
+
+
+def test_saved_results_with_the_former_table_key_print_the_warm_start_table():
+    """Results written before the rename file the warm-start rows under "issue5"."""
+    saved = json.loads((ROOT / "benchmarks" / "results" / "digits.json").read_text())
+    assert {r["table"] for r in saved["results"]} == {"main", "issue5"}
+    printed = bench.tables(saved["results"], saved["floor"], saved["classifier"])
+    heading = "### digits: warm start from flow matching, and denoisers"
+    assert heading in printed
+    assert "| NTM T=4 learned |" in printed.split(heading)[1]

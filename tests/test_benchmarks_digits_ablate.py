@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import torch
+from _models import seeded
 from _scripts import load_script
 
 import ntmdist as nd
@@ -17,15 +18,13 @@ digits = load_script(BENCH / "digits.py", "digits_benchmark")
 
 
 def built(*argv: str):
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         return ablate.build(ablate.parse(list(argv)))
 
 
 def test_no_knobs_is_the_benchmark_ntm():
     model, velocity = built()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         reference = nd.NTM(digits.EVENT, nd.Schedule(4, t_min=(0.0, 0.05)), classes=10,
                            transporter_options=digits.TRANSPORTER,
                            predictor_options=dict(width=digits.WIDTH))

@@ -1,4 +1,4 @@
-"""``benchmarks/toy2d.py`` runs end to end on a tiny budget: every row of the table, the issue-5
+"""``benchmarks/toy2d.py`` runs end to end on a tiny budget: every row of the table, the warm-start
 rows included, written to JSON and re-printed from it; the learned denoiser trains as many steps
 as the NTM unless told otherwise."""
 
@@ -49,7 +49,7 @@ def test_fm_steps_other_than_steps_adds_a_scratch_row(tmp_path, monkeypatch):
 
     def spy(model, *args, **kwargs):
         net = getattr(model, "predictor", model)  # fit also trains the velocity
-        calls.append((type(net).__name__, kwargs["steps"], "aux_weight" in kwargs))
+        calls.append((type(net).__name__, kwargs["steps"], "aux" in kwargs))
         return fit(model, *args, **kwargs)
 
     monkeypatch.setattr(toy2d, "fit", spy)

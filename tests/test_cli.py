@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ntmdist import cli
-from ntmdist.checkpoint import load_checkpoint, save_checkpoint
 from ntmdist.data import TOYS
+from ntmdist.training.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["--width", "16", "--depth", "1", "--transporter-width", "8", "--batch-size", "32",
         "--eval-size", "64", "--samples", "200", "--particles", "4", "--no-progress",

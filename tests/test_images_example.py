@@ -14,8 +14,8 @@ import torch
 from _scripts import load_script, subprocess_env
 from PIL import Image
 
-from ntmdist.checkpoint import load_checkpoint
 from ntmdist.data import DIGITS_LOG_SCALE
+from ntmdist.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "images.py"

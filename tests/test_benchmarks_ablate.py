@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from _models import seeded
 from _scripts import load_script
@@ -57,6 +58,7 @@ def test_knobs_change_what_they_name():
     assert model.step_flow.bins == 16 and model.schedule.grid[0] == 0
 
 
+@pytest.mark.slow
 def test_tiny_run_appends_a_json_line(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     out = tmp_path / "ablate.jsonl"
@@ -77,6 +79,7 @@ def test_tiny_run_appends_a_json_line(tmp_path, capsys):
     assert "iwae_1" not in rows[2]  # NSF's NLL is exact
 
 
+@pytest.mark.slow
 def test_train_particles_trains_on_the_bound(tmp_path):
     torch.set_default_dtype(torch.float32)
     out = tmp_path / "ablate.jsonl"

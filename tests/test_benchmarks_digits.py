@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from _scripts import load_script
 
@@ -26,6 +27,7 @@ def test_split_is_fixed_and_disjoint():
     assert x.shape == (30, 1, 8, 8) and torch.equal(y, torch.arange(10).repeat_interleave(3))
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_json_and_reuses_the_classifier(tmp_path, monkeypatch, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     monkeypatch.setattr(bench, "CLASSIFIER_RECIPE", {**bench.CLASSIFIER_RECIPE, "steps": 5})
@@ -52,6 +54,7 @@ def test_tiny_run_writes_json_and_reuses_the_classifier(tmp_path, monkeypatch, c
     assert not fresh and accuracy == report["classifier"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_fewer_fine_tuning_steps_add_a_scratch_row(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)
     out = tmp_path / "digits.json"

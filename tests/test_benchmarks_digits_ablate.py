@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from _models import seeded
 from _scripts import load_script
@@ -46,6 +47,7 @@ def test_knobs_change_what_they_name():
     assert model is None and velocity.event_shape == torch.Size(digits.EVENT)
 
 
+@pytest.mark.slow
 def test_tiny_runs_append_json_lines(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     out = tmp_path / "digits_ablate.jsonl"

@@ -13,6 +13,8 @@ from torch.distributions import Distribution
 
 import ntmdist as nd
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def fresh_dynamo():

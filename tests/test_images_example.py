@@ -67,6 +67,7 @@ def check_outputs(out: Path, step: int, world: int) -> dict:
     return state
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_agree_and_resume_continues(tmp_path):
     out = tmp_path / "ddp"
     printed = run("--steps", "4", "--out", str(out), *TINY, ranks=2)
@@ -87,6 +88,7 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path)
 
 
+@pytest.mark.slow
 def test_single_process_on_a_folder_with_class_subfolders(tmp_path):
     rng = np.random.default_rng(0)
     for name in ("cats", "dogs"):

@@ -64,6 +64,7 @@ def weights(state: dict) -> list[torch.Tensor]:
     return out + [state["rng"]["data"], state["rng"]["loss"]]
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_is_bitwise_the_straight_run(tmp_path):
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     delay = random.Random(os.getpid()).uniform(0.0, 0.5)
@@ -109,6 +110,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_checkpoint_writes_never_leaves_a_partial_file(tmp_path):
     """Writes back to back (1 MB each), killed at random moments: the file under the
     checkpoint's name is always a complete checkpoint, whatever the moment."""

@@ -271,6 +271,7 @@ for validate in (True, False):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", [("zuko", "pyro"), ("pyro", "zuko")])
 def test_import_order(order):
     code = IMPORT_CHECK.format(first=f"import {order[0]}", second=f"import {order[1]}")

@@ -259,6 +259,7 @@ def test_non_finite_loss_stops_before_update():
     assert torch.equal(model.w, torch.zeros(2))
 
 
+@pytest.mark.slow
 def test_ddp_two_processes(tmp_path):
     mp = pytest.importorskip("torch.multiprocessing")
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():

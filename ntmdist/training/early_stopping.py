@@ -118,7 +118,8 @@ class EarlyStopping:
             if target is not None and self.weights[name] is not None:
                 target.load_state_dict(self.weights[name])
 
-    def shared(self, value: float, device: torch.device) -> float:
+    @staticmethod
+    def shared(value: float, device: torch.device) -> float:
         """Rank 0's ``value`` on every rank (under ``torch.distributed``; a collective), so that
         every rank stops at the same step."""
         if not (dist.is_available() and dist.is_initialized()):

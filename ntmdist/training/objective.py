@@ -13,14 +13,9 @@ one.
 
 Example:
     >>> from torch import nn
-    >>> class Mean(nn.Module):
-    ...     def __init__(self):
-    ...         super().__init__()
-    ...         self.w = nn.Parameter(torch.zeros(2))
-    ...     def loss(self, x, y=None, generator=None):
-    ...         return (x - self.w).square().mean()
-    >>> Objective(Mean(), None)(torch.ones(3, 2), None, torch.Generator())
-    tensor(1., grad_fn=<MeanBackward0>)
+    >>> objective = Objective(nn.Linear(2, 1), lambda model, x, y: model(x).square().mean())
+    >>> objective(torch.zeros(3, 2), None, torch.Generator()).shape
+    torch.Size([])
 """
 
 from __future__ import annotations

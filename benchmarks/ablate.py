@@ -1,6 +1,6 @@
 """Ablations of the default vector NTM on the checkerboard: toy2d's "NTM T=4" row with knobs.
 
-Each run trains one NTM T=4 exactly as ``benchmarks/toy2d.py`` does (``ntmdist.train.fit``,
+Each run trains one NTM T=4 exactly as ``benchmarks/toy2d.py`` does (``ntmdist.training.fit``,
 3000 steps of batch 512, peak lr 2e-3, EMA 0.999, ``Schedule(4, t_min=(0, 0.05), shift=1)``)
 with one or more settings changed, then reports the IWAE NLL (256 particles, 2000 held-out
 points; an upper bound), the fraction of 10k samples on the support and the energy distance to
@@ -44,7 +44,7 @@ from toy2d import nll_of, nsf_loss
 import ntmdist as nd
 from ntmdist.data import toy
 from ntmdist.metrics import energy_distance, fraction_on_support
-from ntmdist.train import fit
+from ntmdist.training import fit
 
 HERE = Path(__file__).resolve().parent
 BINS, STEP = nd.defaults.vector_splines(2)

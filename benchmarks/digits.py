@@ -6,7 +6,7 @@ and 300 held-out images. Training batches are dequantised afresh (bin centre plu
 of one bin, ``2/17``); the held-out images are dequantised once with a fixed seed.
 
 Models, all class-conditional (10 classes, label dropout 0.1 for classifier-free guidance where
-the model has a null label), trained by ``ntmdist.train.fit`` side by side in one process on the
+the model has a null label), trained by ``ntmdist.training.fit`` side by side in one process on the
 same batches (same ``--seed``), with the same optimiser steps, batch size and learning-rate
 schedule (AdamW, 5% warm-up, cosine decay, EMA 0.999; peak lr ``--lr``):
 
@@ -51,14 +51,15 @@ Columns:
 - sample s/1000: wall-clock seconds per 1000 samples; "vs FM-64" as above.
 - guidance table: ``model.sample(n, y, guidance=w)`` for w in {0, 1, 3}.
 
-Issue-5 rows (``--fm-init``, on by default): "NTM T=4 from FM + N" is ``NTM.from_flow_matching`` on
-the trained velocity, fine-tuned ``N = --fm-steps`` steps (default: as many as the others) with
-``aux_weight=2.5`` (the velocity held for the first ``N // 10``), against the NTM trained from
+Warm start and denoisers (``--fm-init``, on by default): "NTM T=4 from FM + N" is
+``NTM.from_flow_matching`` on the trained velocity, fine-tuned ``N = --fm-steps`` steps (default:
+as many as the others) with the mean alignment ``MeanAlignment(model.predictor, weight=2.5)``
+(the velocity held for the first ``N // 10``), against the NTM trained from
 scratch for the same ``N`` steps (the "NTM T=4" row, or "NTM T=4 scratch N" when ``N`` differs;
 until this protocol ``N`` was a third of the steps); "NTM T=4 tweedie" and "NTM T=4 learned"
 are the first NTM sampled with ``denoise="tweedie"`` and ``denoise="learned"`` (a ``Denoiser`` of
 width 128 trained ``--denoiser-steps`` steps, by default as many as the NTM, by
-``ntmdist.distill.fit_denoiser``; its train s is that). ``benchmarks/digits_ablate.py
+``ntmdist.training.fit_denoiser``; its train s is that). ``benchmarks/digits_ablate.py
 --denoisers 333:128 1000:128 1000:256`` measured 47.5 / 43.3 / 43.3 Frechet for those sizes
 (tweedie 49.1): a third of the steps was too few.
 
@@ -75,7 +76,7 @@ Usage::
 
     python benchmarks/digits.py                  # full: 1000 steps, batch 64 (about 50 min)
     python benchmarks/digits.py --quick          # 40 steps, 200 samples (a smoke run, ~3 min)
-    python benchmarks/digits.py --no-fm-init     # without the issue-5 rows
+    python benchmarks/digits.py --no-fm-init     # without the warm-start and denoiser rows
     python benchmarks/digits.py --device cuda --steps 10000 --batch-size 256
     python benchmarks/digits.py --print benchmarks/results/digits.json  # re-print saved tables
 
@@ -99,12 +100,13 @@ from _results import read_results, write_results
 from torch import Tensor, nn
 
 import ntmdist as nd
+from ntmdist.alignment import MeanAlignment
 from ntmdist.data import DIGITS_LOG_SCALE, digits
-from ntmdist.distill import Denoiser, fit_denoiser
-from ntmdist.flow_matching import Velocity, fit_velocity
+from ntmdist.distill import Denoiser
+from ntmdist.flow_matching import Velocity
 from ntmdist.flow_matching import sample as fm_sample
 from ntmdist.metrics import bits_per_dim, frechet_distance
-from ntmdist.train import fit
+from ntmdist.training import fit, fit_denoiser, fit_velocity
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "cache" / "digits_classifier.pt"
@@ -113,6 +115,7 @@ EVENT = (1, 8, 8)
 TRANSPORTER = dict(width=64, depth=2)
 WIDTH = 32
 GUIDANCE = (0.0, 1.0, 3.0)
+WARM_START = "warm_start"  # the table of FM-initialised fine-tuning and denoisers
 CLASSIFIER_RECIPE = dict(version=1, split_seed=SPLIT_SEED, held_out=HELD_OUT, steps=1500,
                          batch_size=64, lr=1e-3, seed=0)
 
@@ -353,11 +356,12 @@ def run(args: argparse.Namespace, data: Split, judge: Judge) -> list[dict]:
             trained, train_s = bench.train(copy.deepcopy(flow), n, loss_fn=flow_loss)
             bench.flow(f"zuko {name} ({label})", trained, n, train_s)
     if args.fm_init:
-        issue5(bench, ntm, v, schedule)
+        warm_start_and_denoisers(bench, ntm, v, schedule)
     return bench.rows
 
 
-def issue5(bench: Bench, ntm: nd.NTM, velocity: Velocity, schedule: nd.Schedule) -> None:
+def warm_start_and_denoisers(bench: Bench, ntm: nd.NTM, velocity: Velocity,
+                             schedule: nd.Schedule) -> None:
     """FM-initialised fine-tuning vs scratch for N steps; tweedie and learned sampling."""
     args = bench.args
     n = args.steps if args.fm_steps is None else args.fm_steps
@@ -370,11 +374,12 @@ def issue5(bench: Bench, ntm: nd.NTM, velocity: Velocity, schedule: nd.Schedule)
                                                     transporter_options=TRANSPORTER,
                                                     predictor_options=dict(width=WIDTH))
     for label, model in models.items():
-        fine = dict(aux_weight=2.5, hold={"predictor.velocity": n // 10})
-        trained, train_s = bench.train(model, n, **(fine if "from FM" in label else {}))
-        bench.ntm(label, trained, n, train_s, guidance=(0.0,), table="issue5")
+        fine = dict(aux=MeanAlignment(model.predictor, weight=2.5),
+                    hold={"predictor.velocity": n // 10}) if "from FM" in label else {}
+        trained, train_s = bench.train(model, n, **fine)
+        bench.ntm(label, trained, n, train_s, guidance=(0.0,), table=WARM_START)
     bits = next(r["bits"] for r in bench.rows if r["model"] == "NTM T=4")
-    bench.add("issue5", "NTM T=4 tweedie",
+    bench.add(WARM_START, "NTM T=4 tweedie",
               lambda y: ntm.sample(len(y), y, denoise="tweedie", generator=bench.g),
               params=params(ntm), steps=args.steps, train_s=0.0, bits=bits)
     with torch.random.fork_rng(devices=[]):
@@ -385,7 +390,7 @@ def issue5(bench: Bench, ntm: nd.NTM, velocity: Velocity, schedule: nd.Schedule)
                             **bench.opts)
     result.apply_ema()
     ntm.denoiser.eval()
-    bench.add("issue5", "NTM T=4 learned",
+    bench.add(WARM_START, "NTM T=4 learned",
               lambda y: ntm.sample(len(y), y, denoise="learned", generator=bench.g),
               params=params(ntm.denoiser), steps=steps, train_s=train_s, bits=bits)
 
@@ -434,15 +439,15 @@ def tables(rows: list[dict], floor: dict, classifier: dict) -> str:
             out.append(f"| {r['model']} | {r['guidance']:g} | {r['frechet']:.3f} "
                        f"| {ratio(r['frechet'], fm64['frechet'])} | {r['accuracy']:.1%} "
                        f"| {r['sample_s']:.3f} |")
-    issue = [r for r in rows if r["table"] == "issue5"]
-    if issue:
+    warm = [r for r in rows if r["table"] in (WARM_START, "issue5")]  # issue5: older results' key
+    if warm:
         refs = [find(rows, m) for m in ("NTM T=4", "flow matching Euler 4",
                                         "flow matching Euler 64")]
-        out += ["", "### digits: issue 5 (FM initialisation, denoisers)", "",
+        out += ["", "### digits: warm start from flow matching, and denoisers", "",
                 "| model | steps | train s | bits/dim | Frechet | Frechet vs FM-64 | accuracy "
                 "| sample s/1000 | sample time vs FM-64 |", "|---" * 9 + "|"]
-        tuned = [r for r in issue if r["model"].startswith(("NTM T=4 from", "NTM T=4 scratch"))]
-        for r in tuned + refs + [r for r in issue if r not in tuned]:
+        tuned = [r for r in warm if r["model"].startswith(("NTM T=4 from", "NTM T=4 scratch"))]
+        for r in tuned + refs + [r for r in warm if r not in tuned]:
             out.append(
                 f"| {r['model']} | {r['steps']} | {r['train_s']:.0f} | {fmt(r['bits'], '.3f')} "
                 f"| {r['frechet']:.3f} | {ratio(r['frechet'], fm64['frechet'])} "
@@ -479,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--fm-init", action=argparse.BooleanOptionalAction, default=True,
-                        help="add the issue-5 rows (FM-initialised fine-tuning, denoisers)")
+                        help="add the warm-start rows (FM-initialised fine-tuning) and the "
+                             "denoiser rows")
     parser.add_argument("--fm-steps", type=int, default=None,
                         help="fine-tuning steps N of the FM-initialised NTM (default: --steps; "
                              "otherwise an NTM is also trained from scratch for N steps)")

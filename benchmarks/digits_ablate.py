@@ -7,14 +7,14 @@ then reports the held-out IWAE bits/dim and the Frechet distance and accuracy of
 (100 per class) in the cached classifier's features, sampled plainly and with
 ``denoise="tweedie"``. ``--from-fm K`` instead trains digits.py's flow-matching model for ``K``
 steps, reports its Euler 4 and 64 samples, and fine-tunes ``NTM.from_flow_matching`` on it for
-``--steps`` steps (``aux_weight`` ``--aux``, the velocity held for the first ``--hold`` steps,
-by default a tenth; ``--steps 0`` measures the initial NTM, the
-flow-matching model as a 4-step ancestral sampler). ``--denoisers STEPS:WIDTH ...`` then
-trains a learned ``Denoiser`` of that width (depth 2) for that many steps on the trained NTM,
-one per entry, and reports ``denoise="learned"`` samples and their sampling time against
-``"tweedie"`` (digits.py trains one of width 128 for as many steps as the NTM). Runs are
-independent processes (several can run side by side, e.g. on a GPU with ``--device cuda``);
-each appends one JSON line to ``--out``.
+``--steps`` steps (the mean alignment ``MeanAlignment(model.predictor, weight=--aux)``, the
+velocity held for the first ``--hold`` steps, by default a tenth; ``--steps 0`` measures the
+initial NTM, the flow-matching model as a 4-step ancestral sampler). ``--denoisers
+STEPS:WIDTH ...`` then trains a learned ``Denoiser`` of that width (depth 2) for that many steps
+on the trained NTM, one per entry, and reports ``denoise="learned"`` samples and their sampling
+time against ``"tweedie"`` (digits.py trains one of width 128 for as many steps as the NTM).
+Runs are independent processes (several can run side by side, e.g. on a GPU with
+``--device cuda``); each appends one JSON line to ``--out``.
 
 The Frechet distance of 1000 samples moves by several units with the random draws alone (the
 same trained NTM sampled with tweedie scored 44.8 in digits.py and 49.1 here; this script's runs
@@ -53,9 +53,11 @@ from digits import (
 )
 
 import ntmdist as nd
-from ntmdist.distill import Denoiser, fit_denoiser
-from ntmdist.flow_matching import Velocity, fit_velocity
+from ntmdist.alignment import MeanAlignment
+from ntmdist.distill import Denoiser
+from ntmdist.flow_matching import Velocity
 from ntmdist.flow_matching import sample as fm_sample
+from ntmdist.training import fit_denoiser, fit_velocity
 
 HERE = Path(__file__).resolve().parent
 
@@ -102,7 +104,8 @@ def run(args: argparse.Namespace) -> dict:
         fine = {}
         if args.from_fm:
             hold = args.steps // 10 if args.hold is None else args.hold
-            fine = dict(aux_weight=args.aux, hold={"predictor.velocity": hold})
+            fine = dict(aux=MeanAlignment(model.predictor, weight=args.aux),
+                        hold={"predictor.velocity": hold})
         model, _ = bench.train(model, args.steps, **fine)
     else:
         model = model.to(bench.device).eval()
@@ -159,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on the importance-weighted bound with K trajectories per example")
     p.add_argument("--from-fm", type=int, default=0, metavar="K",
                    help="initialise from a flow-matching model trained K steps")
-    p.add_argument("--aux", type=float, default=2.5, help="aux_weight of FM fine-tuning")
+    p.add_argument("--aux", type=float, default=2.5,
+                   help="weight of the mean alignment of FM fine-tuning")
     p.add_argument("--hold", type=int, default=None, metavar="K",
                    help="FM fine-tuning: hold the velocity K steps (default: steps // 10)")
     p.add_argument("--denoisers", nargs="*", default=[], metavar="STEPS:WIDTH",

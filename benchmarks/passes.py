@@ -36,7 +36,7 @@ from _timing import seconds, table
 import ntmdist as nd
 from ntmdist.data import DIGITS_LOG_SCALE, digits
 from ntmdist.metrics import bits_per_dim
-from ntmdist.train import fit
+from ntmdist.training import fit
 
 HERE = Path(__file__).resolve().parent
 D = 64

@@ -32,7 +32,7 @@ Tables (rates are medians over repeats, after a warm-up call):
 5. memory: peak memory of one training step above the model and data, in a fresh process per
    row (method in ``benchmarks/_timing.py``: resident-set high-water mark on CPU,
    ``torch.cuda.max_memory_allocated`` on CUDA).
-6. targets: issue 8's targets (NTM T = 4 sampling >= 8x flow matching with 64 Euler steps,
+6. targets: the speed targets (NTM T = 4 sampling >= 8x flow matching with 64 Euler steps,
    ``log_prob`` overhead <= 1.5, NTM T = 4 training >= 0.5x zuko NSF), measured or not.
 
 Usage::
@@ -212,7 +212,7 @@ def memory_rows(args: argparse.Namespace) -> list[Row]:
 
 
 def targets(results: dict) -> str:
-    """Issue 8's targets, at D = 64 where it was measured (else the largest D)."""
+    """The speed targets, at D = 64 where it was measured (else the largest D)."""
     dims = {r["D"] for r in results["density"]}
     d = 64 if 64 in dims else max(dims)
 

@@ -1,7 +1,7 @@
 """2D toy benchmark: NTM T=4 vs Gaussian T=4 vs flow matching vs zuko NSF.
 
 Every model sees the same data stream, optimiser steps, batch size and learning-rate schedule
-(``ntmdist.train.fit``: AdamW, warm-up, cosine decay, EMA; peak lr 2e-3 for every model), side
+(``ntmdist.training.fit``: AdamW, warm-up, cosine decay, EMA; peak lr 2e-3 for every model), side
 by side in one process. The NTMs use ``Schedule(4, t_min=(0, 0.05), shift=1)``. "NTM T=4" is the
 library default for vectors (spline transporter, MLP predictor, per-step spline bijector
 conditioned on the predictor); "paper" is the paper's configuration (no per-step bijector);
@@ -14,15 +14,15 @@ Metrics, on held-out data and 10k samples per model:
 - energy: energy distance to held-out data (unbiased; ~0 means indistinguishable).
 - sample s/10k: wall-clock seconds to draw 10k samples; train s: wall-clock training time.
 
-Issue-5 rows (``--fm-init``, on in the full run): "NTM T=4 from FM + N" is
+Warm start and denoisers (``--fm-init``, on in the full run): "NTM T=4 from FM + N" is
 ``NTM.from_flow_matching`` on the trained flow-matching velocity, fine-tuned ``N = --fm-steps``
 steps (default: as many as the others, as in ``benchmarks/digits.py``) with the mean-alignment
-loss (``aux_weight=2.5``; the velocity held for the first ``N // 10`` steps), against the default
-NTM trained from scratch for the same ``N`` steps (the "NTM T=4" row, or "NTM T=4 scratch N" when
-``N`` differs; until this protocol ``N`` was a third of the steps).
+loss (``MeanAlignment(model.predictor, weight=2.5)``; the velocity held for the first ``N // 10``
+steps), against the default NTM trained from scratch for the same ``N`` steps (the "NTM T=4" row,
+or "NTM T=4 scratch N" when ``N`` differs; until this protocol ``N`` was a third of the steps).
 "NTM T=4 tweedie" and "NTM T=4 learned" are the first NTM sampled with ``denoise="tweedie"`` (one
 backward pass) and ``denoise="learned"`` (a ``Denoiser`` trained ``--denoiser-steps`` steps, by
-default as many as the NTM, by ``ntmdist.distill.fit_denoiser``; its train s is that training);
+default as many as the NTM, by ``ntmdist.training.fit_denoiser``; its train s is that training);
 their NLL column is the NTM's.
 ``--train-particles K`` adds "NTM T=4, K traj/example": the default NTM (the same initial
 weights and data stream as "NTM T=4") trained on the importance-weighted bound of level 0 with K
@@ -34,7 +34,7 @@ Usage::
     python benchmarks/toy2d.py                  # full: 3000 steps, batch 512, all toys
     python benchmarks/toy2d.py --quick          # 300 steps, checkerboard only (a smoke run)
     python benchmarks/toy2d.py --toys checkerboard --steps 3000
-    python benchmarks/toy2d.py --no-fm-init     # without the issue-5 rows
+    python benchmarks/toy2d.py --no-fm-init     # without the warm-start and denoiser rows
     python benchmarks/toy2d.py --no-paper       # without the paper-configuration row
     python benchmarks/toy2d.py --toys checkerboard --train-particles 4  # + the IWAE-trained NTM
     python benchmarks/toy2d.py --print benchmarks/results/toy2d_*.json  # re-print saved tables
@@ -54,12 +54,13 @@ import zuko
 from _results import read_results, write_results
 
 import ntmdist as nd
+from ntmdist.alignment import MeanAlignment
 from ntmdist.data import TOYS, toy
-from ntmdist.distill import Denoiser, fit_denoiser
+from ntmdist.distill import Denoiser
 from ntmdist.flow_matching import Velocity, velocity_loss
 from ntmdist.flow_matching import sample as fm_sample
 from ntmdist.metrics import energy_distance, fraction_on_support
-from ntmdist.train import fit
+from ntmdist.training import fit, fit_denoiser
 
 HERE = Path(__file__).resolve().parent
 
@@ -105,9 +106,9 @@ def trained_row(label: str, model: nd.NTM, draw, held: torch.Tensor, opts: dict,
                 sample_s=sample_s, ema_model=m)
 
 
-def issue5_rows(velocity: torch.nn.Module, ntm: nd.NTM, draw, held: torch.Tensor,
-                schedule: nd.Schedule, opts: dict, args: argparse.Namespace,
-                g: torch.Generator) -> list[dict]:
+def warm_start_and_denoiser_rows(velocity: torch.nn.Module, ntm: nd.NTM, draw,
+                                 held: torch.Tensor, schedule: nd.Schedule, opts: dict,
+                                 args: argparse.Namespace, g: torch.Generator) -> list[dict]:
     """FM-initialised fine-tuning vs scratch for N steps; tweedie and learned sampling."""
     n = args.steps if args.fm_steps is None else args.fm_steps
     short = dict(opts, steps=n)
@@ -118,9 +119,9 @@ def issue5_rows(velocity: torch.nn.Module, ntm: nd.NTM, draw, held: torch.Tensor
         if n != args.steps:  # otherwise the "NTM T=4" row is the NTM trained from scratch
             models[f"NTM T=4 scratch {n}"] = nd.NTM((2,), schedule)
     for label, model in models.items():
-        fine = dict(aux_weight=2.5, hold={"predictor.velocity": n // 10})
-        rows.append(trained_row(label, model, draw, held, short, args, g,
-                                **(fine if "from FM" in label else {})))
+        fine = dict(aux=MeanAlignment(model.predictor, weight=2.5),
+                    hold={"predictor.velocity": n // 10}) if "from FM" in label else {}
+        rows.append(trained_row(label, model, draw, held, short, args, g, **fine))
     nll = nll_of(ntm, held, args, g)
     samples, sample_s = timed(ntm.sample, 10_000, denoise="tweedie", generator=g)
     rows.append(dict(model="NTM T=4 tweedie", nll=nll, samples=samples, train_s=0.0,
@@ -170,7 +171,8 @@ def run_toy(name: str, args: argparse.Namespace) -> list[dict]:
     rows.append(dict(model="zuko NSF (3 transforms)", nll=nll, samples=samples, train_s=train_s,
                      sample_s=sample_s))
     if args.fm_init:
-        rows += issue5_rows(v, trained["NTM T=4"], draw, held, schedule, opts, args, g)
+        rows += warm_start_and_denoiser_rows(v, trained["NTM T=4"], draw, held, schedule, opts,
+                                             args, g)
     if args.train_particles:
         with torch.random.fork_rng():
             torch.manual_seed(args.seed)  # the initial weights of "NTM T=4"
@@ -255,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--fm-init", action=argparse.BooleanOptionalAction, default=True,
-                        help="add the issue-5 rows (FM-initialised fine-tuning, denoisers)")
+                        help="add the warm-start rows (FM-initialised fine-tuning) and the "
+                             "denoiser rows")
     parser.add_argument("--paper", action=argparse.BooleanOptionalAction, default=True,
                         help="add the paper's configuration (no per-step bijector)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "toy2d.json")

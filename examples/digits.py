@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 
 import ntmdist as nd
+from ntmdist.cli.plots import image_grid, trajectory_strip
 from ntmdist.data import DIGITS_LOG_SCALE, digits
 from ntmdist.metrics import bits_per_dim
-from ntmdist.plots import image_grid, trajectory_strip
-from ntmdist.train import fit
+from ntmdist.training import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = 300

@@ -20,7 +20,7 @@ Float arrays are used as they are and their bits/dim are those of the density on
 (log-scale 0; negative values are possible). With labels the model is class-conditional and
 the bits/dim are those of :math:`p(x | y)`.
 
-Training is :func:`ntmdist.train.fit` (AdamW, EMA, tqdm progress, atomic checkpoints in
+Training is :func:`ntmdist.training.fit` (AdamW, EMA, tqdm progress, atomic checkpoints in
 ``DIR/model.pt``, exact resume). Under ``torchrun`` with ``WORLD_SIZE > 1`` the process group is
 initialised from the environment (NCCL on CUDA, gloo on the CPU), fit wraps the loss in DDP and
 every rank draws its own batches (``--batch-size`` is per rank). On CUDA the loss runs under
@@ -62,11 +62,11 @@ from image_data import EVAL_SEED, Images, load_images, sampler, split
 from torch import Tensor, nn
 
 import ntmdist as nd
-from ntmdist.checkpoint import load_checkpoint, plain
+from ntmdist.cli.plots import image_grid, trajectory_strip
 from ntmdist.dit import TransformerPredictor
 from ntmdist.metrics import bits_per_dim
-from ntmdist.plots import image_grid, trajectory_strip
-from ntmdist.train import fit
+from ntmdist.training import fit
+from ntmdist.training.checkpoint import load_checkpoint, plain
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH_SIZE, LR, T = 2000, 128, 1e-3, 4

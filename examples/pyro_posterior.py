@@ -30,7 +30,7 @@ import ntmdist as nd
 import ntmdist.pyro
 from ntmdist.data import toy
 from ntmdist.metrics import energy_distance
-from ntmdist.train import fit
+from ntmdist.training import fit
 
 A = torch.tensor([[1.0, 0.2], [0.0, 0.3]])  # y = A x + noise: x_1 well observed, x_2 weakly
 NOISE = 0.2

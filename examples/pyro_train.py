@@ -1,4 +1,4 @@
-"""Training an NTM by Pyro SVI with the forward guide, side by side with ``ntmdist.train.fit``.
+"""Training an NTM by Pyro SVI with the forward guide, side by side with ``ntmdist.training.fit``.
 
 The model writes the trajectory as one Pyro site per level (``nd.pyro.sample_trajectory``) with
 the data observed at level 0; the guide is the forward noising chain (``nd.pyro.forward_guide``).
@@ -30,7 +30,7 @@ import ntmdist as nd
 import ntmdist.pyro
 from ntmdist.data import toy
 from ntmdist.metrics import energy_distance
-from ntmdist.train import fit, lr_factor
+from ntmdist.training import fit, lr_factor
 
 
 def build(seed: int) -> nd.NTM:

@@ -20,17 +20,14 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from .model import NTM
 from .nets import ResidualMLP, TimeEmbedding
 from .predictor import conditioning
-from .train import FitResult, fit
 
-__all__ = ["Denoiser", "denoiser_loss", "fit_denoiser"]
+__all__ = ["Denoiser", "denoiser_loss"]
 
 
 class Denoiser(nn.Module):
@@ -102,54 +99,3 @@ def denoiser_loss(
     with torch.no_grad():
         u0 = model.transporter(t0)(traj.select(len(batch), 0))
     return (denoiser(u0, t0, y) - target).square().mean()
-
-
-def fit_denoiser(
-    model: NTM, data: Any, *, steps: int, batch_size: int = 256,
-    denoiser: nn.Module | None = None, **options: Any,
-) -> FitResult:
-    """Train a denoiser for ``model`` (frozen) and attach it as ``model.denoiser``.
-
-    Arguments:
-        model: A trained NTM; its parameters are frozen during the call and restored after.
-        data: Real data, with the conventions of :func:`ntmdist.train.fit`.
-        steps, batch_size: Optimiser steps and examples per step.
-        denoiser: The network to train; by default ``model.denoiser`` if there is one, else a
-            new :class:`Denoiser` ``(model.features, model.classes)``.
-        options: Keyword arguments of :func:`ntmdist.train.fit` (``lr``, ``ema``, ...). Its
-            checkpoints hold the denoiser only; save ``model.state_dict()`` afterwards, which
-            includes ``denoiser.*``.
-
-    Returns:
-        :func:`ntmdist.train.fit`'s result for the denoiser (``result.apply_ema()`` copies the
-        EMA weights into the attached denoiser).
-
-    Example:
-        >>> import ntmdist as nd
-        >>> model = nd.NTM((2,), transporter=None, predictor=nd.MLPPredictor(2, width=16, depth=1))
-        >>> result = fit_denoiser(model, torch.randn(128, 2), steps=3, batch_size=32,
-        ...                       progress=False)
-        >>> model.sample(5, denoise="learned").shape
-        torch.Size([5, 2])
-    """
-    if not isinstance(model, NTM):
-        raise TypeError(f"model must be an ntmdist.NTM, got {type(model).__name__}")
-    if denoiser is None:
-        denoiser = model.denoiser
-    if denoiser is None:
-        ref = next(model.parameters())
-        denoiser = Denoiser(model.features, model.classes).to(ref.device, ref.dtype)
-    model.denoiser = None
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
-    model.requires_grad_(False)
-
-    def loss_fn(d: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator) -> Tensor:
-        return denoiser_loss(d, model, x, y, generator)
-
-    try:
-        return fit(denoiser, data, steps=steps, batch_size=batch_size, loss_fn=loss_fn,
-                   **options)
-    finally:
-        for p, flag in frozen:
-            p.requires_grad_(flag)
-        model.denoiser = denoiser

@@ -21,9 +21,7 @@ References:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,9 +29,8 @@ from torch import Tensor, nn
 from .nets import ResidualMLP, TimeEmbedding, UNet
 from .predictor import conditioning
 from .schedule import Schedule, posterior_coefficients
-from .train import FitResult, fit
 
-__all__ = ["Velocity", "ancestral", "euler", "fit_velocity", "heun", "sample", "velocity_loss"]
+__all__ = ["Velocity", "ancestral", "euler", "heun", "sample", "velocity_loss"]
 
 
 class _MLPBackbone(nn.Module):
@@ -125,23 +122,6 @@ def velocity_loss(
         drop = (torch.rand(n, generator=generator) < label_dropout).to(y.device)
         y = torch.where(drop, torch.full_like(y, velocity.classes), y)
     return (velocity(x_t, t, y) - (eps - x0)).square().mean()
-
-
-def fit_velocity(
-    velocity: nn.Module, data: Any, *, steps: int, batch_size: int = 256,
-    label_dropout: float = 0.0, **options: Any,
-) -> FitResult:
-    """Train ``velocity`` in place by flow matching, with :func:`ntmdist.train.fit` (same data
-    conventions; ``options`` are its keyword arguments: ``lr``, ``ema``, ``checkpoint``, ...).
-
-    Example:
-        >>> v = Velocity(2, width=32, depth=1)
-        >>> result = fit_velocity(v, torch.randn(256, 2), steps=5, batch_size=64, progress=False)
-        >>> result.step, len(result.history["loss"])
-        (5, 5)
-    """
-    loss_fn = functools.partial(velocity_loss, label_dropout=label_dropout)
-    return fit(velocity, data, steps=steps, batch_size=batch_size, loss_fn=loss_fn, **options)
 
 
 def _times(x: Tensor, t: float) -> Tensor:

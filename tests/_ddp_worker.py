@@ -1,4 +1,4 @@
-"""One rank of the 2-process DDP test of ``ntmdist.train.fit`` (CPU, gloo, localhost only)."""
+"""One rank of the 2-process DDP test of ``ntmdist.training.fit`` (CPU, gloo, localhost only)."""
 
 import gc
 import os
@@ -8,17 +8,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from _models import tiny
 
-import ntmdist as nd
-from ntmdist import train
-
-
-def tiny(seed: int) -> nd.NTM:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        predictor = nd.MLPPredictor(2, width=32, depth=1, sigma_min=0.2)
-        return nd.NTM((2,), nd.Schedule(2, t_min=(0.05, 0.1)), transporter=None,
-                      predictor=predictor)
+from ntmdist.training import fit, loop
 
 
 def worker(rank: int, world: int, port: int, folder: str) -> None:
@@ -30,8 +22,8 @@ def worker(rank: int, world: int, port: int, folder: str) -> None:
         folder = Path(folder)
         x = torch.randn(512, 2, generator=torch.Generator().manual_seed(0))
         batches, writes = [], []
-        save = train.save_checkpoint
-        train.save_checkpoint = lambda path, state: (writes.append(path), save(path, state))
+        save = loop.save_checkpoint
+        loop.save_checkpoint = lambda path, state: (writes.append(path), save(path, state))
 
         def loss_fn(model, x, y, generator):
             batches.append(x.clone())
@@ -43,13 +35,13 @@ def worker(rank: int, world: int, port: int, folder: str) -> None:
 
         model = tiny(seed=rank)  # different on each rank: DDP must broadcast rank 0's weights
         init = {k: v.clone() for k, v in model.state_dict().items()}
-        result = train.fit(model, x, steps=4, batch_size=32, warmup=1, loss_fn=loss_fn,
+        result = fit(model, x, steps=4, batch_size=32, warmup=1, loss_fn=loss_fn,
                            checkpoint=folder / "run.pt", checkpoint_every=2, callback=keep_step2,
                            progress=False, seed=3)
         first_writes = len(writes)
         dist.barrier()
         resumed = tiny(seed=10 + rank)
-        train.fit(resumed, x, steps=4, batch_size=32, warmup=1, checkpoint=folder / "step2.pt",
+        fit(resumed, x, steps=4, batch_size=32, warmup=1, checkpoint=folder / "step2.pt",
                   resume=True, progress=False, seed=3)
         torch.save({"init": init, "final": model.state_dict(),
                     "ema": result.ema_model.state_dict(), "resumed": resumed.state_dict(),

@@ -1,9 +1,22 @@
-"""Small NTMs with randomly perturbed parameters, so that no block is the identity."""
+"""Shared test helpers: seeding, small NTMs with randomly perturbed parameters (so that no block
+is the identity), the tiny NTM of the training tests, and a callback that interrupts a fit."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 import ntmdist as nd
 from ntmdist.transforms import MaskedAutoregressive
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global CPU generator inside the block and restore it afterwards (what
+    module constructors draw from)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def perturb(module: torch.nn.Module, scale: float, seed: int) -> None:
@@ -20,8 +33,7 @@ def small_model(
     transporter: str = "spline",
 ) -> nd.NTM:
     """A small float64 NTM with perturbed transporter, predictor and (optional) step flow."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         return _build(features, steps, t_min, step_flow, classes, scale, seed, sigma_min,
                       transporter)
 
@@ -41,3 +53,21 @@ def _build(features, steps, t_min, step_flow, classes, scale, seed, sigma_min, t
                    classes=classes, step_flow=flow).double()
     perturb(model, scale, seed)
     return model
+
+
+def tiny(seed: int) -> nd.NTM:
+    """The NTM of the training tests: Gaussian steps, a one-block MLP predictor, 2 levels."""
+    with seeded(seed):
+        predictor = nd.MLPPredictor(2, width=32, depth=1, sigma_min=0.2)
+        return nd.NTM((2,), nd.Schedule(2, t_min=(0.05, 0.1)), transporter=None,
+                      predictor=predictor)
+
+
+def stop_at(step: int):
+    """A fit callback that interrupts the run (``KeyboardInterrupt``) after step ``step``."""
+
+    def stop(n: int, metrics: dict) -> None:
+        if n == step:
+            raise KeyboardInterrupt
+
+    return stop

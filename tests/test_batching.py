@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 import torch
-from _models import perturb, small_model
+from _models import perturb, seeded, small_model
 
 import ntmdist as nd
 from ntmdist.distill import Denoiser
@@ -106,8 +106,7 @@ def test_rsample_inverts_all_levels_in_one_batched_pass(model):
 
 
 def test_image_log_prob_is_one_pass_per_layer():
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         model = nd.NTM((1, 4, 4), nd.Schedule(steps=T, t_min=0.05),
                        transporter_options={"width": 8, "depth": 1, "heads": 2},
                        predictor_options={"width": 8, "mults": (1,), "embedding": 8}).double()
@@ -125,8 +124,7 @@ def test_image_log_prob_is_one_pass_per_layer():
 @pytest.mark.parametrize("reverse", [False, True])
 def test_causal_transformer_inverse_uses_the_kv_cache(reverse):
     L, C, W, depth, n = 5, 2, 16, 2, 4
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         block = CausalTransformerAffine(L, C, context=3, width=W, depth=depth, heads=2,
                                         reverse=reverse).double()
     perturb(block, 0.3, seed=1)

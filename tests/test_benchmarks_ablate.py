@@ -5,7 +5,9 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
+from _models import seeded
 from _scripts import load_script
 
 import ntmdist as nd
@@ -35,11 +37,9 @@ def shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 def test_no_knobs_is_the_library_default():
     args = parse()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         built = bench.build(args)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         default = nd.NTM((2,), nd.Schedule(steps=4, t_min=(0.0, 0.05), shift=1.0))
     assert shapes(built) == shapes(default)
     assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(),
@@ -58,6 +58,7 @@ def test_knobs_change_what_they_name():
     assert model.step_flow.bins == 16 and model.schedule.grid[0] == 0
 
 
+@pytest.mark.slow
 def test_tiny_run_appends_a_json_line(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     out = tmp_path / "ablate.jsonl"
@@ -78,6 +79,7 @@ def test_tiny_run_appends_a_json_line(tmp_path, capsys):
     assert "iwae_1" not in rows[2]  # NSF's NLL is exact
 
 
+@pytest.mark.slow
 def test_train_particles_trains_on_the_bound(tmp_path):
     torch.set_default_dtype(torch.float32)
     out = tmp_path / "ablate.jsonl"

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from _scripts import load_script
 
@@ -26,6 +27,7 @@ def test_split_is_fixed_and_disjoint():
     assert x.shape == (30, 1, 8, 8) and torch.equal(y, torch.arange(10).repeat_interleave(3))
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_json_and_reuses_the_classifier(tmp_path, monkeypatch, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     monkeypatch.setattr(bench, "CLASSIFIER_RECIPE", {**bench.CLASSIFIER_RECIPE, "steps": 5})
@@ -34,7 +36,7 @@ def test_tiny_run_writes_json_and_reuses_the_classifier(tmp_path, monkeypatch, c
             "--bits-points", "50", "--classifier", str(cache), "--out", str(out)]
     bench.main(argv)
     printed = capsys.readouterr().out
-    assert "| NTM T=4 |" in printed and "issue 5" in printed
+    assert "| NTM T=4 |" in printed and "warm start from flow matching" in printed
     report = json.loads(out.read_text())
     assert report["classifier"]["trained_now"] and cache.exists()
     models = {r["model"] for r in report["results"]}
@@ -52,6 +54,7 @@ def test_tiny_run_writes_json_and_reuses_the_classifier(tmp_path, monkeypatch, c
     assert not fresh and accuracy == report["classifier"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_fewer_fine_tuning_steps_add_a_scratch_row(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)
     out = tmp_path / "digits.json"
@@ -61,3 +64,13 @@ def test_fewer_fine_tuning_steps_add_a_scratch_row(tmp_path, capsys):
     rows = {r["model"]: r for r in json.loads(out.read_text())["results"]}
     assert rows["NTM T=4 from FM + 2"]["steps"] == rows["NTM T=4 scratch 2"]["steps"] == 2
     assert "| NTM T=4 scratch 2 | 2 |" in printed
+
+
+def test_saved_results_with_the_former_table_key_print_the_warm_start_table():
+    """Results written before the rename file the warm-start rows under "issue5"."""
+    saved = json.loads((ROOT / "benchmarks" / "results" / "digits.json").read_text())
+    assert {r["table"] for r in saved["results"]} == {"main", "issue5"}
+    printed = bench.tables(saved["results"], saved["floor"], saved["classifier"])
+    heading = "### digits: warm start from flow matching, and denoisers"
+    assert heading in printed
+    assert "| NTM T=4 learned |" in printed.split(heading)[1]

@@ -6,7 +6,9 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
+from _models import seeded
 from _scripts import load_script
 
 import ntmdist as nd
@@ -17,15 +19,13 @@ digits = load_script(BENCH / "digits.py", "digits_benchmark")
 
 
 def built(*argv: str):
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         return ablate.build(ablate.parse(list(argv)))
 
 
 def test_no_knobs_is_the_benchmark_ntm():
     model, velocity = built()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         reference = nd.NTM(digits.EVENT, nd.Schedule(4, t_min=(0.0, 0.05)), classes=10,
                            transporter_options=digits.TRANSPORTER,
                            predictor_options=dict(width=digits.WIDTH))
@@ -47,6 +47,7 @@ def test_knobs_change_what_they_name():
     assert model is None and velocity.event_shape == torch.Size(digits.EVENT)
 
 
+@pytest.mark.slow
 def test_tiny_runs_append_json_lines(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     out = tmp_path / "digits_ablate.jsonl"

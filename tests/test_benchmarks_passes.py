@@ -34,6 +34,7 @@ def test_models_are_seeded_whatever_ran_before(step_flow):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_json(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     out = tmp_path / "passes.json"

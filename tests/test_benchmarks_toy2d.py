@@ -1,4 +1,4 @@
-"""``benchmarks/toy2d.py`` runs end to end on a tiny budget: every row of the table, the issue-5
+"""``benchmarks/toy2d.py`` runs end to end on a tiny budget: every row of the table, the warm-start
 rows included, written to JSON and re-printed from it; the learned denoiser trains as many steps
 as the NTM unless told otherwise."""
 
@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from _scripts import load_script
 
@@ -13,6 +14,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 toy2d = load_script(BENCH / "toy2d.py", "toy2d_benchmark")
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_every_row_and_reprints(tmp_path, capsys, monkeypatch):
     torch.set_default_dtype(torch.float32)  # the benchmark runs in float32 (fixture restores)
     steps = []
@@ -42,6 +44,7 @@ def test_tiny_run_writes_every_row_and_reprints(tmp_path, capsys, monkeypatch):
     assert reprinted.startswith("### checkerboard") and reprinted in printed
 
 
+@pytest.mark.slow
 def test_fm_steps_other_than_steps_adds_a_scratch_row(tmp_path, monkeypatch):
     torch.set_default_dtype(torch.float32)
     calls = []
@@ -49,7 +52,7 @@ def test_fm_steps_other_than_steps_adds_a_scratch_row(tmp_path, monkeypatch):
 
     def spy(model, *args, **kwargs):
         net = getattr(model, "predictor", model)  # fit also trains the velocity
-        calls.append((type(net).__name__, kwargs["steps"], "aux_weight" in kwargs))
+        calls.append((type(net).__name__, kwargs["steps"], "aux" in kwargs))
         return fit(model, *args, **kwargs)
 
     monkeypatch.setattr(toy2d, "fit", spy)
@@ -62,6 +65,7 @@ def test_fm_steps_other_than_steps_adds_a_scratch_row(tmp_path, monkeypatch):
     assert sum(1 for c in calls if c[1] == 2 and not c[2]) == 1  # one scratch NTM for N steps
 
 
+@pytest.mark.slow
 def test_train_particles_adds_the_iwae_trained_ntm_last(tmp_path, monkeypatch):
     """The extra row starts from the initial weights of "NTM T=4" and trains on the bound."""
     torch.set_default_dtype(torch.float32)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ntmdist import cli
-from ntmdist.checkpoint import load_checkpoint, save_checkpoint
 from ntmdist.data import TOYS
+from ntmdist.training.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["--width", "16", "--depth", "1", "--transporter-width", "8", "--batch-size", "32",
         "--eval-size", "64", "--samples", "200", "--particles", "4", "--no-progress",
@@ -157,6 +157,7 @@ def test_missing_truncated_and_foreign_checkpoints(run, tmp_path, capsys):
     assert "of 'MLP', not of an NTM" in usage_error(capsys, ["sample", str(other)])
 
 
+@pytest.mark.slow
 def test_bad_options_and_help_subprocess(capsys):
     assert "expected an integer >= 1" in usage_error(capsys, ["fit", "rings", "--steps", "0"])
     assert "t_min must satisfy" in usage_error(capsys, ["fit", "rings", "--t-min", "0.5"])

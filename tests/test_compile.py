@@ -8,9 +8,12 @@ the value checks of ``ntmdist.validation`` do not break the graph either.
 
 import pytest
 import torch
+from _models import seeded
 from torch.distributions import Distribution
 
 import ntmdist as nd
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
@@ -23,11 +26,10 @@ def fresh_dynamo():
     Distribution.set_default_validate_args(previous)
 
 
-def small_model(features: int = 3, steps: int = 4) -> nd.NTM:
+def default_model(features: int = 3, steps: int = 4) -> nd.NTM:
     """The default vector NTM (spline transporter, MLP predictor, per-step spline bijector),
     with small widths."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         return nd.NTM(
             (features,), nd.Schedule(steps=steps, t_min=(0.0, 0.05)),
             predictor_options={"width": 32, "depth": 1, "embedding": 16},
@@ -43,20 +45,20 @@ def assert_one_graph(explanation: object) -> None:
 
 
 def test_loss_has_no_graph_break():
-    model = small_model()
+    model = default_model()
     x0 = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
     assert_one_graph(torch._dynamo.explain(model.loss)(x0))
 
 
 def test_log_prob_has_no_graph_break():
-    model = small_model()
+    model = default_model()
     x0 = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
     traj = model.schedule.sample(x0, 1, generator=torch.Generator().manual_seed(2))
     assert_one_graph(torch._dynamo.explain(model().log_prob)(traj))
 
 
 def test_validated_log_prob_has_no_graph_break():
-    model = small_model()
+    model = default_model()
     dist = nd.TrajectoryDistribution(model.transporter, model.predictor,
                                      model.schedule.grid_like(x := torch.randn(8, 3)), (3,),
                                      step_flow=model.step_flow, validate_args=True)
@@ -69,7 +71,7 @@ def test_validated_log_prob_has_no_graph_break():
 
 
 def test_compiled_log_prob_matches_eager():
-    model = small_model(steps=2)
+    model = default_model(steps=2)
     x0 = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
     traj = model.schedule.sample(x0, 1, generator=torch.Generator().manual_seed(2))
     dist = model()

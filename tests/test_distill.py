@@ -7,9 +7,10 @@ from torch import nn
 from torch.distributions import MultivariateNormal
 
 import ntmdist as nd
-from ntmdist import checkpoint as ckpt
 from ntmdist import distill
 from ntmdist.schedule import trajectory_covariance
+from ntmdist.training import checkpoint as ckpt
+from ntmdist.training import fit_denoiser
 from ntmdist.transporter import _AtTime
 
 M = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
@@ -96,8 +97,8 @@ def test_fit_denoiser_reduces_loss_and_freezes_the_model():
     model = small_model(features=2, steps=2, t_min=(0.0, 0.05))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(512, 2, generator=torch.Generator().manual_seed(2)) * 0.5 + 1.0
-    result = distill.fit_denoiser(model, x, steps=60, batch_size=64, lr=1e-2, progress=False,
-                                  denoiser=distill.Denoiser(2, width=32, depth=1))
+    result = fit_denoiser(model, x, steps=60, batch_size=64, lr=1e-2, progress=False,
+                          denoiser=distill.Denoiser(2, width=32, depth=1))
     loss = result.history["loss"]
     assert sum(loss[-10:]) / 10 < 0.7 * sum(loss[:10]) / 10
     assert model.denoiser is result.model
@@ -141,7 +142,7 @@ def test_denoiser_checkpoint_round_trip(tmp_path):
     model = nd.NTM((2,), nd.Schedule(2, 0.05), transporter_options={"hidden": (8,), "bins": 4},
                    predictor_options={"width": 16, "depth": 1})
     x = torch.randn(128, 2, generator=torch.Generator().manual_seed(3))
-    distill.fit_denoiser(model, x, steps=3, batch_size=16, progress=False)
+    fit_denoiser(model, x, steps=3, batch_size=16, progress=False)
     config = model.config()
     assert config["denoiser"] == model.denoiser.config()
     path = tmp_path / "ntm.pt"

@@ -1,18 +1,20 @@
-"""Flow matching (velocity, training, samplers), NTM.from_flow_matching and aux_weight."""
+"""Flow matching (velocity, training, samplers), NTM.from_flow_matching, and fine-tuning it with
+the mean alignment (``fit(aux=MeanAlignment(...))``) and held parameters."""
 
 import copy
 import math
 
 import pytest
 import torch
-from _models import perturb
+from _models import perturb, stop_at
 from torch import nn
 from torch.distributions import Normal
 
 import ntmdist as nd
 from ntmdist import flow_matching as fm
+from ntmdist.alignment import MeanAlignment
 from ntmdist.schedule import posterior_coefficients
-from ntmdist.train import aux_factor, fit
+from ntmdist.training import aux_factor, fit, fit_velocity
 
 
 class GaussianVelocity(nn.Module):
@@ -75,7 +77,7 @@ def test_fit_velocity_reduces_loss_and_samples():
     x0 = M + S * torch.randn(512, 2, generator=torch.Generator().manual_seed(4))
     torch.manual_seed(0)
     v = fm.Velocity(2, width=32, depth=1, embedding=16)
-    result = fm.fit_velocity(v, x0, steps=150, batch_size=128, lr=1e-2, progress=False)
+    result = fit_velocity(v, x0, steps=150, batch_size=128, lr=1e-2, progress=False)
     loss = result.history["loss"]
     assert sum(loss[-20:]) / 20 < 0.8 * sum(loss[:20]) / 20
     samples = fm.sample(result.apply_ema(), 2000, steps=16, method="heun",
@@ -230,12 +232,14 @@ def test_from_flow_matching_trains_a_frozen_velocity():
 
 def test_hold_keeps_the_velocity_fixed_for_its_first_steps(tmp_path):
     x = torch.randn(128, 3, generator=torch.Generator().manual_seed(6))
-    kwargs = dict(batch_size=16, progress=False, aux_weight=2.5,
-                  hold={"predictor.velocity": 2})
+    kwargs = dict(batch_size=16, progress=False, hold={"predictor.velocity": 2})
 
     def model():
         return nd.NTM.from_flow_matching(random_velocity(), nd.Schedule(2, 0.05),
                                          predictor_options={"width": 8, "depth": 1})
+
+    def aligned(m):
+        return dict(model=m, aux=MeanAlignment(m.predictor, weight=2.5))
 
     def state(m, prefix):
         return {k: v.clone() for k, v in m.state_dict().items() if k.startswith(prefix)}
@@ -245,21 +249,18 @@ def test_hold_keeps_the_velocity_fixed_for_its_first_steps(tmp_path):
 
     start = model()
     velocity, head = state(start, "predictor.velocity."), state(start, "predictor.head.")
-    two = fit(model(), x, steps=2, **kwargs)
+    two = fit(**aligned(model()), data=x, steps=2, **kwargs)
     assert not changed(velocity, state(two.model, "predictor.velocity."))
     assert not changed(velocity, state(two.ema_model, "predictor.velocity."))
     assert changed(head, state(two.model, "predictor.head."))
-    three = fit(model(), x, steps=3, **kwargs)
+    three = fit(**aligned(model()), data=x, steps=3, **kwargs)
     assert changed(velocity, state(three.model, "predictor.velocity."))
-
-    def stop(step, metrics):
-        if step == 1:
-            raise KeyboardInterrupt
 
     path = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
-        fit(model(), x, steps=3, checkpoint=path, checkpoint_every=1, callback=stop, **kwargs)
-    resumed = fit(model(), x, steps=3, checkpoint=path, resume=True, **kwargs)
+        fit(**aligned(model()), data=x, steps=3, checkpoint=path, checkpoint_every=1,
+            callback=stop_at(1), **kwargs)
+    resumed = fit(**aligned(model()), data=x, steps=3, checkpoint=path, resume=True, **kwargs)
     assert resumed.history["loss"] == three.history["loss"]
     for bad, match in (({"predictor.velo": 1}, "no trainable parameter"),
                        ({"predictor.velocity": -1}, "steps >= 0")):
@@ -285,8 +286,9 @@ def test_aux_weight_adds_the_decayed_alignment_term():
         logged = []
         model = nd.NTM.from_flow_matching(random_velocity(), nd.Schedule(3, 0.05),
                                           predictor_options={"width": 8, "depth": 1})
+        aux = MeanAlignment(model.predictor, aux_weight) if aux_weight else None
         result = fit(model, x, steps=4, batch_size=32, lr=1e-2, progress=False, ema=None,
-                     aux_weight=aux_weight, callback=lambda n, m: logged.append(m))
+                     aux=aux, callback=lambda n, m: logged.append(m))
         return result, logged
 
     plain, _ = run(0.0)
@@ -299,28 +301,28 @@ def test_aux_weight_adds_the_decayed_alignment_term():
     loss_a, loss_b = plain.history["loss"], aligned.history["loss"]
     assert loss_a[0] == loss_b[0]
     assert loss_b[1] == pytest.approx(loss_a[1] + weights[1] * aux[1], abs=1e-12)
-    with pytest.raises(ValueError, match="predictor"):
-        fit(nn.Linear(2, 2), x, steps=1, loss_fn=lambda m, a, b: m(a).sum(), aux_weight=1.0)
+    with pytest.raises(RuntimeError, match="never called the aligned module"):
+        fit(nn.Linear(2, 2), x[:, :2], steps=1, loss_fn=lambda m, a, b: m(a).sum(),
+            aux=MeanAlignment(nn.Linear(2, 2), 1.0))
+    with pytest.raises(ValueError, match="weight"):
+        MeanAlignment(nn.Linear(2, 2), -1.0)
 
 
 def test_aux_weight_resume_is_exact(tmp_path):
     x = torch.randn(128, 3, generator=torch.Generator().manual_seed(4))
-    kwargs = dict(steps=4, batch_size=16, seed=1, progress=False, aux_weight=2.5)
+    kwargs = dict(steps=4, batch_size=16, seed=1, progress=False)
 
-    def model(seed):
+    def aligned(seed):
         options = {"width": 8, "depth": 1}
-        return nd.NTM.from_flow_matching(random_velocity(seed=seed), nd.Schedule(2, 0.05),
-                                         transporter=None, predictor_options=options)
+        model = nd.NTM.from_flow_matching(random_velocity(seed=seed), nd.Schedule(2, 0.05),
+                                          transporter=None, predictor_options=options)
+        return dict(model=model, aux=MeanAlignment(model.predictor, weight=2.5))
 
-    straight = fit(model(0), x, **kwargs)
-
-    def stop(step, metrics):
-        if step == 2:
-            raise KeyboardInterrupt
-
+    straight = fit(**aligned(0), data=x, **kwargs)
     path = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
-        fit(model(0), x, checkpoint=path, checkpoint_every=2, callback=stop, **kwargs)
-    resumed = fit(model(9), x, checkpoint=path, resume=True, **kwargs)
+        fit(**aligned(0), data=x, checkpoint=path, checkpoint_every=2, callback=stop_at(2),
+            **kwargs)
+    resumed = fit(**aligned(9), data=x, checkpoint=path, resume=True, **kwargs)
     assert resumed.history["loss"] == straight.history["loss"]
     assert resumed.history["aux"] == straight.history["aux"]

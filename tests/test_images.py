@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from _models import perturb
+from _models import perturb, seeded
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,8 +18,7 @@ from ntmdist.transforms import PatchCausalAffine, patchify, unpatchify
 
 def small_image_model(classes=3, seed=0, scale=0.05, shape=(1, 4, 4), steps=3, t_min=0.05):
     """A float64 image NTM with every default network, small, and perturbed away from zero."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = nd.NTM(shape, nd.Schedule(steps, t_min), classes=classes,
                        transporter_options=dict(width=16, depth=1, heads=2, embedding=8),
                        predictor_options=dict(width=8, embedding=8)).double()
@@ -54,8 +53,7 @@ def test_patchify_is_a_permutation_in_raster_order(c, ph, pw, p, batch):
 def test_patch_block_is_causal_over_patches():
     """Output patch k depends on input patches before k (reading order) and on itself only."""
     for reverse in (False, True):
-        with torch.random.fork_rng():
-            torch.manual_seed(1)
+        with seeded(1):
             block = PatchCausalAffine((2, 4, 4), patch=2, context=3, width=8, depth=1,
                                       reverse=reverse).double()
         perturb(block, 0.3, 1)
@@ -155,8 +153,7 @@ def test_unsupported_event_shapes_are_refused():
 
 
 def test_image_velocity_default_backbone_and_flow_matching_init():
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         v = fm.Velocity((1, 4, 4), classes=2).double()
     perturb(v, 0.05, 0)
     x, t = torch.randn(3, 1, 4, 4), torch.rand(3)

@@ -14,8 +14,8 @@ import torch
 from _scripts import load_script, subprocess_env
 from PIL import Image
 
-from ntmdist.checkpoint import load_checkpoint
 from ntmdist.data import DIGITS_LOG_SCALE
+from ntmdist.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "images.py"
@@ -67,6 +67,7 @@ def check_outputs(out: Path, step: int, world: int) -> dict:
     return state
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_agree_and_resume_continues(tmp_path):
     out = tmp_path / "ddp"
     printed = run("--steps", "4", "--out", str(out), *TINY, ranks=2)
@@ -87,6 +88,7 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path)
 
 
+@pytest.mark.slow
 def test_single_process_on_a_folder_with_class_subfolders(tmp_path):
     rng = np.random.default_rng(0)
     for name in ("cats", "dogs"):

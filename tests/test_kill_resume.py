@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from _models import seeded
 from _scripts import subprocess_env
 from hypothesis import given
 from hypothesis import strategies as st
 
 import ntmdist as nd
-from ntmdist import checkpoint as ckpt
 from ntmdist.cli import load_model
-from ntmdist.train import fit
+from ntmdist.training import checkpoint as ckpt
+from ntmdist.training import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, EVERY = 300, 3
@@ -63,6 +64,7 @@ def weights(state: dict) -> list[torch.Tensor]:
     return out + [state["rng"]["data"], state["rng"]["loss"]]
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_is_bitwise_the_straight_run(tmp_path):
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     delay = random.Random(os.getpid()).uniform(0.0, 0.5)
@@ -99,7 +101,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_the_straight_run(tmp_
 
 WRITER = """
 import sys, torch
-from ntmdist.checkpoint import save_checkpoint
+from ntmdist.training.checkpoint import save_checkpoint
 path, step = sys.argv[1], 0
 while True:
     step += 1
@@ -108,6 +110,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_checkpoint_writes_never_leaves_a_partial_file(tmp_path):
     """Writes back to back (1 MB each), killed at random moments: the file under the
     checkpoint's name is always a complete checkpoint, whatever the moment."""
@@ -133,8 +136,7 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_partial_file(tmp_path):
 def saved(tmp_path_factory):
     """A checkpoint of a tiny NTM trained for 2 steps, and the model."""
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         model = nd.NTM((2,), nd.Schedule(3, 0.01, 0.5),
                        predictor_options=dict(width=16, depth=1),
                        transporter_options=dict(hidden=(16, 16)))

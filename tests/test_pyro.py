@@ -9,7 +9,7 @@ import pyro
 import pyro.distributions as pdist
 import pytest
 import torch
-from _models import small_model
+from _models import seeded, small_model
 from pyro import poutine
 from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
 
@@ -23,8 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def clean_pyro():
     """Fresh param store and global RNG state per test, restored afterwards."""
     pyro.clear_param_store()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         yield
     pyro.clear_param_store()
 
@@ -217,8 +216,7 @@ def test_svi_step_lowers_loss():
     svi = SVI(pmodel, guide, pyro.optim.Adam({"lr": 1e-2}), elbo)
 
     def evaluate():
-        with torch.random.fork_rng():
-            torch.manual_seed(123)
+        with seeded(123):
             return svi.evaluate_loss(x)
 
     before = evaluate()
@@ -273,6 +271,7 @@ for validate in (True, False):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", [("zuko", "pyro"), ("pyro", "zuko")])
 def test_import_order(order):
     code = IMPORT_CHECK.format(first=f"import {order[0]}", second=f"import {order[1]}")

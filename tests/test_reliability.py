@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from _models import perturb, small_model
+from _models import perturb, seeded, small_model
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
@@ -22,8 +22,7 @@ DTYPES = [torch.float32, torch.float64]
 def tiny(steps: int = 4, classes: int | None = None, dtype: torch.dtype = torch.float64,
          t_min: float = 0.0, shift: float = 0.0) -> nd.NTM:
     """A tiny NTM with perturbed weights (no block is the identity). Cached: tests only read it."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(steps)
+    with seeded(steps):
         model = nd.NTM((2,), nd.Schedule(steps, t_min, shift), classes=classes,
                        predictor=nd.MLPPredictor(2, classes=classes, width=16, depth=1),
                        transporter_options=dict(hidden=(16, 16)))
@@ -291,8 +290,7 @@ def test_float32_matches_float64(step_flow):
 
 def fresh(classes: int | None = None) -> nd.NTM:
     """An uncached tiny model (``.to`` moves a module in place)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         return nd.NTM((2,), nd.Schedule(4, 0.0), classes=classes, step_flow="auto",
                       predictor=nd.MLPPredictor(2, classes=classes, width=16, depth=1,
                                                 step_context=64),

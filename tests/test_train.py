@@ -7,22 +7,14 @@ import warnings
 
 import pytest
 import torch
-from _ddp_worker import tiny, worker
+from _ddp_worker import worker
+from _models import stop_at, tiny
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 import ntmdist as nd
-from ntmdist import checkpoint as ckpt
-from ntmdist.train import FitResult, fit, lr_factor
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and the test machine is shared); restored after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from ntmdist.training import FitResult, fit, lr_factor
+from ntmdist.training import checkpoint as ckpt
 
 
 class Toy(nn.Module):
@@ -67,14 +59,9 @@ def test_resume_is_bitwise_exact(tmp_path):
     x = gaussian(256)
     kwargs = dict(steps=6, batch_size=32, warmup=2, seed=5, progress=False)
     straight = fit(tiny(seed=0), x, **kwargs)
-
-    def stop(step, metrics):
-        if step == 3:
-            raise KeyboardInterrupt
-
     path = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny(seed=0), x, checkpoint=path, checkpoint_every=3, callback=stop, **kwargs)
+        fit(tiny(seed=0), x, checkpoint=path, checkpoint_every=3, callback=stop_at(3), **kwargs)
     assert ckpt.load_checkpoint(path)["step"] == 3
     resumed = fit(tiny(seed=7), x, checkpoint=path, checkpoint_every=3, resume=True, **kwargs)
     assert resumed.step == 6 and resumed.history["loss"] == straight.history["loss"]
@@ -272,6 +259,7 @@ def test_non_finite_loss_stops_before_update():
     assert torch.equal(model.w, torch.zeros(2))
 
 
+@pytest.mark.slow
 def test_ddp_two_processes(tmp_path):
     mp = pytest.importorskip("torch.multiprocessing")
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():

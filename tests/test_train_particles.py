@@ -9,7 +9,7 @@ import torch
 from _models import small_model
 
 import ntmdist as nd
-from ntmdist.train import fit
+from ntmdist.training import fit
 
 
 def particles_model(particles: int, classes: int | None = None,

@@ -4,7 +4,7 @@ conditioned on the level time, the identity at ``t = 1``.
 Transporters are drawn among the default (masked autoregressive, affine or spline), a mix of
 ntmdist, zuko and nflows blocks, and TarFlow blocks over tokens, with every network parameter
 perturbed by N(0, scale^2), ``scale`` in ``[0.1, 0.5]``. Times are drawn in ``[0, 1]`` with
-``t = 1`` drawn often. Tolerances follow the error model of ``test_transforms.py``.
+``t = 1`` drawn often. Tolerances follow the error model of ``_bijectors.py``.
 """
 
 import itertools
@@ -13,11 +13,22 @@ from typing import NamedTuple
 
 import torch
 import zuko
-from _models import perturb
-from hypothesis import example, given, settings
+from _bijectors import (
+    DTYPES,
+    SCALES,
+    SEEDS,
+    K,
+    check_bijector,
+    eps,
+    examples,
+    perturbed,
+    randn,
+    within,
+)
+from _models import seeded
+from hypothesis import example, given
 from hypothesis import strategies as st
 from nflows.transforms import MaskedAffineAutoregressiveTransform
-from test_transforms import DTYPES, SCALES, SEEDS, K, check_bijector, eps, randn, seeded, within
 
 import ntmdist as nd
 from ntmdist.transforms import AffineCoupling, CausalTransformerAffine, Permutation
@@ -57,10 +68,7 @@ def _transporter(spec: Spec) -> nd.Transporter:
 
 
 def build(spec: Spec, seed: int, scale: float, dtype: torch.dtype) -> nd.Transporter:
-    with seeded(seed):
-        transporter = _transporter(spec)
-    perturb(transporter, scale, seed)
-    return transporter.to(dtype)
+    return perturbed(lambda: _transporter(spec), seed, scale, dtype)
 
 
 @st.composite
@@ -75,12 +83,8 @@ BATCH_AND_TIMES = st.sampled_from([(), (3,), (3, 4), (2, 3, 4)]).flatmap(
 )
 
 
-def per_kind(n: int = len(KINDS)) -> settings:
-    """``n`` times the profile's number of examples."""
-    return settings(max_examples=n * settings().max_examples)
 
-
-@per_kind()
+@examples(len(KINDS))
 @given(spec=specs(), seed=SEEDS, scale=SCALES, dtype=DTYPES, batch_t=BATCH_AND_TIMES)
 @example(spec=Spec("affine", (1,), 2), seed=0, scale=0.5, dtype=torch.float32,
          batch_t=((), [0.9999999999999999]))
@@ -105,7 +109,7 @@ def test_identity_at_the_top_level_only(spec, seed, scale, dtype, batch_t):
         assert torch.all(moved.abs().flatten(1).amax(-1) > size)
 
 
-@per_kind(2)
+@examples(2 * len(KINDS))
 @given(spec=specs(), seed=SEEDS, scale=SCALES, dtype=DTYPES, xscale=st.floats(0.1, 2.0),
        batch_t=st.sampled_from([(), (3,)]).flatmap(lambda b: st.tuples(st.just(b), times(b))))
 def test_round_trip_and_ladj(spec, seed, scale, dtype, xscale, batch_t):
@@ -115,7 +119,7 @@ def test_round_trip_and_ladj(spec, seed, scale, dtype, xscale, batch_t):
                    seed, dtype, xscale)
 
 
-@per_kind(3)
+@examples(3 * len(KINDS))
 @given(spec=specs(["affine", "spline", "tokens"]), seed=SEEDS, dtype=DTYPES,
        batch_t=BATCH_AND_TIMES)
 def test_zero_initialised_transporter_is_the_identity(spec, seed, dtype, batch_t):
@@ -143,7 +147,7 @@ def test_no_blocks_is_the_identity(batch_t, seed, dtype):
         assert torch.equal(out, x) and torch.equal(ladj, torch.zeros(batch, dtype=dtype))
 
 
-@per_kind()
+@examples(len(KINDS))
 @given(spec=specs(), seed=SEEDS, scale=SCALES, dtype=DTYPES,
        batch_t=st.sampled_from([(3,), (2, 3)]).flatmap(lambda b: st.tuples(st.just(b), times(b))))
 def test_each_example_uses_its_own_time(spec, seed, scale, dtype, batch_t):
@@ -165,7 +169,7 @@ def test_each_example_uses_its_own_time(spec, seed, scale, dtype, batch_t):
         assert torch.equal(ladj_i[index], ladj_back[index])
 
 
-@per_kind()
+@examples(len(KINDS))
 @given(spec=specs(), seed=SEEDS, scale=SCALES, dtype=DTYPES, t=st.floats(0.0, 0.49),
        gap=st.floats(0.01, 0.5))
 def test_the_map_depends_on_time(spec, seed, scale, dtype, t, gap):
@@ -176,7 +180,7 @@ def test_the_map_depends_on_time(spec, seed, scale, dtype, t, gap):
     assert not torch.allclose(u0, u1, rtol=0, atol=K * eps(dtype) * (1 + x.abs().amax().item()))
 
 
-@per_kind()
+@examples(len(KINDS))
 @given(spec=specs(), seed=SEEDS, scale=SCALES, dtype=DTYPES, t=st.floats(0.0, 1.0),
        n=st.integers(1, 4))
 def test_times_broadcast_against_inputs(spec, seed, scale, dtype, t, n):

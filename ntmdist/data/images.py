@@ -18,6 +18,7 @@ from functools import lru_cache
 import torch
 from torch import Generator, Tensor
 
+from ..extras import require
 from .toys import _check_n, _randint
 
 __all__ = ["DIGITS_LOG_SCALE", "PATCH_LOG_SCALE", "digits", "image_patches"]
@@ -35,9 +36,8 @@ def _quantised_to_unit(
 
 @lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[Tensor, Tensor]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
+    datasets = require("sklearn.datasets", "data", "ntmdist.data.digits")
+    bunch = datasets.load_digits()
     return torch.as_tensor(bunch.images).round().long(), torch.as_tensor(bunch.target).long()
 
 
@@ -67,9 +67,8 @@ def digits(
 
 @lru_cache(maxsize=1)
 def _photos() -> Tensor:
-    from sklearn.datasets import load_sample_images
-
-    images = [torch.tensor(im).permute(2, 0, 1) for im in load_sample_images().images]
+    datasets = require("sklearn.datasets", "data", "ntmdist.data.image_patches")
+    images = [torch.tensor(im).permute(2, 0, 1) for im in datasets.load_sample_images().images]
     return torch.stack(images)
 
 

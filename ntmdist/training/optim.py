@@ -1,4 +1,5 @@
-r"""The schedules of the fit loop: learning rate, alignment weight, EMA decay, held parameters.
+r"""The schedules of the fit loop: learning rate, auxiliary-term weight, EMA decay, held
+parameters.
 
 The learning rate at (0-based) optimiser step :math:`n` of :math:`N`, with :math:`W` warm-up
 steps, is
@@ -9,8 +10,9 @@ steps, is
 and after update :math:`n \geq 1` the EMA weights are
 :math:`e_n = d_n e_{n-1} + (1 - d_n) w_n`, :math:`d_n = \min(d, (1 + n) / (10 + n))`,
 :math:`e_0 = w_0` (the warm-up of the decay keeps short runs from averaging in the random init).
-The weight of the mean-alignment term of flow-matching fine-tuning (Gu et al., 2026,
-arXiv 2605.08078) decays as :math:`\lambda \tfrac12 (1 + \cos(\pi n / N))`.
+The weight of an auxiliary term (``fit(aux=...)``, e.g. the mean alignment of flow-matching
+fine-tuning, :mod:`ntmdist.alignment`; Gu et al., 2026, arXiv 2605.08078) decays as
+:math:`\lambda \tfrac12 (1 + \cos(\pi n / N))`.
 
 Example:
     >>> [round(lr_factor(n, steps=10, warmup=2), 3) for n in (0, 1, 2, 9)]
@@ -22,12 +24,11 @@ Example:
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 from torch import nn
 
-__all__ = ["aux_factor", "check_horizon", "ema_decay", "ema_update", "held_groups", "lr_factor"]
+__all__ = ["aux_factor", "ema_decay", "ema_update", "held_groups", "lr_factor"]
 
 
 def lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -38,7 +39,8 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
 
 
 def aux_factor(step: int, steps: int) -> float:
-    """Cosine decay of the alignment weight at 0-based step ``step``: from 1 to 0 at ``steps``."""
+    """Cosine decay of an auxiliary term's weight at 0-based step ``step``: from 1 to 0 at
+    ``steps``."""
     return 0.5 * (1 + math.cos(math.pi * min(step / max(steps, 1), 1.0)))
 
 
@@ -70,17 +72,3 @@ def held_groups(model: nn.Module, hold: dict[str, int]) -> list[tuple[int, list[
                              f"named {prefix!r} or starts with {prefix + '.'!r}")
         groups.append((until, group))
     return groups
-
-
-def check_horizon(saved: dict | None, now: dict, step: int) -> None:
-    """Warn when a run resumes with another length or warm-up (``{"steps", "warmup"}``) than
-    the one that wrote its checkpoint at ``step``."""
-    if saved is None or saved == now:
-        return
-    before = lr_factor(step, saved["steps"], saved["warmup"])
-    after = lr_factor(step, now["steps"], now["warmup"])
-    warnings.warn(
-        f"the checkpoint was written by a run of {saved['steps']} steps (warm-up "
-        f"{saved['warmup']}), resuming for {now['steps']} (warm-up {now['warmup']}): from step "
-        f"{step} the learning rate follows this run's schedule ({before:.3g} -> {after:.3g} of "
-        "the peak), so the run matches no uninterrupted run", stacklevel=3)

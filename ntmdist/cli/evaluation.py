@@ -1,14 +1,12 @@
 r"""Loading saved models and data for the command line, and evaluating a model on held-out data.
 
-``evaluate_model`` reports the IWAE bound on :math:`-\log p(x)` (nats per example, summed over
+:func:`evaluate_model` reports the IWAE bound on :math:`-\log p(x)` (nats per example, summed over
 dimensions; :meth:`ntmdist.NTM.iwae`), the energy distance of samples to held-out data and, for
 toys with a bounded support (the checkerboard), the fraction of samples on it.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -17,14 +15,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import load_checkpoint
-from .data import TOYS, Toy
-from .metrics import energy_distance, fraction_on_support
-from .model import NTM
+from ..data import TOYS, Toy
+from ..metrics import energy_distance, fraction_on_support
+from ..model import NTM
+from ..training.checkpoint import load_checkpoint
 
-__all__ = ["UsageError", "evaluate_model", "load_array", "load_model"]
+__all__ = [
+    "EVAL_SEED", "UsageError", "evaluate_model", "heldout", "load_array", "load_model",
+    "resolve_data",
+]
 
-_EVAL_SEED = 2**40  # held-out data and evaluation draws: apart from the fit loop's generators
+EVAL_SEED = 2**40
+"""Seed offset of held-out data and evaluation draws: apart from the fit loop's generators."""
 
 
 class UsageError(Exception):
@@ -55,8 +57,13 @@ def load_array(path: str | Path) -> Tensor:
     return torch.as_tensor(array.astype(np.float32))
 
 
-def _data(spec: str) -> tuple[str, Toy | None, Tensor | None]:
-    """``(name, toy, array)``: a built-in toy (``array`` None) or a ``.npy`` file."""
+def resolve_data(spec: str) -> tuple[str, Toy | None, Tensor | None]:
+    """``(name, toy, array)`` of a command's data argument: a built-in toy (``array`` None) or
+    a ``.npy`` file (``toy`` None).
+
+    Raises:
+        UsageError: If ``spec`` is neither, or the file is not a readable ``(N, D)`` array.
+    """
     if spec in TOYS:
         return spec, TOYS[spec], None
     if not spec.endswith(".npy") and not Path(spec).is_file():
@@ -92,13 +99,6 @@ def load_model(path: str | Path, ema: bool = True) -> tuple[NTM, dict[str, Any]]
     return model.eval(), state
 
 
-def _load_model(path: str) -> tuple[NTM, dict[str, Any]]:
-    try:
-        return load_model(path)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(str(error)) from error
-
-
 def evaluate_model(
     model: NTM, heldout: Tensor, toy: Toy | None = None, particles: int = 64,
     samples: int = 10_000, seed: int = 0,
@@ -109,7 +109,7 @@ def evaluate_model(
     ``sample_seconds_per_10k``, and ``on_support`` when ``toy`` has a support) and the samples.
     """
     model.eval()
-    g = torch.Generator().manual_seed(_EVAL_SEED + 2 + seed)
+    g = torch.Generator().manual_seed(EVAL_SEED + 2 + seed)
     x = heldout.to(next(model.parameters()).dtype)
     chunk = max(1, 16384 // particles)
     with torch.no_grad():
@@ -127,35 +127,7 @@ def evaluate_model(
     return metrics, drawn
 
 
-def _heldout(toy: Toy, size: int, seed: int, offset: int = 0) -> Tensor:
-    return toy.sample(size, generator=torch.Generator().manual_seed(_EVAL_SEED + offset + seed))
-
-
-def _finite(obj: Any) -> Any:
-    """``obj`` with non-finite floats as ``None`` (strict JSON)."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(obj), indent=2) + "\n")
-
-
-def _cell(value: Any, digits: int = 4) -> str:
-    return f"{value:.{digits}g}" if isinstance(value, (int, float)) else "-"
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    columns = [("NLL <= (nats)", "nll"), ("energy dist", "energy_distance"),
-               ("on support", "on_support"), ("train s", "train_seconds"),
-               ("sample s/10k", "sample_seconds_per_10k")]
-    width = max(len(row["label"]) for row in rows) + 2
-    lines = ["model".ljust(width) + "".join(h.rjust(15) for h, _ in columns)]
-    for row in rows:
-        cells = "".join(_cell(row.get(k)).rjust(15) for _, k in columns)
-        lines.append(row["label"].ljust(width) + cells)
-    return "\n".join(lines)
+def heldout(toy: Toy, size: int, seed: int, offset: int = 0) -> Tensor:
+    """``size`` points of ``toy`` drawn from seed ``EVAL_SEED + offset + seed`` (offsets apart:
+    independent draws)."""
+    return toy.sample(size, generator=torch.Generator().manual_seed(EVAL_SEED + offset + seed))

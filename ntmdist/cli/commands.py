@@ -1,9 +1,11 @@
-r"""The bodies of the ``ntmdist`` commands (:mod:`ntmdist.cli` parses the arguments).
+r"""The bodies of the ``ntmdist`` commands (:mod:`ntmdist.cli.parser` parses the arguments).
 
 Each command takes the parsed :class:`argparse.Namespace` and raises
-:class:`ntmdist.evaluate.UsageError` on bad input, which :func:`ntmdist.cli.main` turns into a
-one-line message and exit status 2. ``fit`` trains with :func:`ntmdist.train.fit`; the NLL it
-reports is the IWAE bound (:meth:`ntmdist.NTM.iwae`), an upper bound on :math:`-\log p(x)`.
+:class:`ntmdist.cli.evaluation.UsageError` on bad input, which :func:`ntmdist.cli.main` turns
+into a one-line message and exit status 2. ``fit`` trains with :func:`ntmdist.training.fit`;
+the NLL it reports is the IWAE bound (:meth:`ntmdist.NTM.iwae`), an upper bound on
+:math:`-\log p(x)`. ``fit`` and ``sample`` draw figures (:mod:`ntmdist.cli.plots`, the
+``plots`` extra: matplotlib), imported when they start.
 """
 
 from __future__ import annotations
@@ -18,26 +20,30 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import plots
-from .checkpoint import load_checkpoint, plain
-from .data import Toy
-from .evaluate import (
-    _EVAL_SEED,
+from ..data import Toy
+from ..metrics import energy_distance, fraction_on_support
+from ..model import NTM
+from ..schedule import Schedule
+from ..training import fit
+from ..training.checkpoint import load_checkpoint, plain
+from .evaluation import (
+    EVAL_SEED,
     UsageError,
-    _data,
-    _finite,
-    _heldout,
-    _load_model,
-    _table,
-    _write_json,
     evaluate_model,
+    heldout,
+    load_model,
+    resolve_data,
 )
-from .metrics import energy_distance, fraction_on_support
-from .model import NTM
-from .schedule import Schedule
-from .train import fit
+from .report import finite, table, write_json
 
 __all__ = ["evaluate_command", "fit_command", "sample_command"]
+
+
+def _load(path: str) -> tuple[NTM, dict[str, Any]]:
+    try:
+        return load_model(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from error
 
 
 def _build(args: argparse.Namespace, dim: int, gaussian: bool) -> NTM:
@@ -84,7 +90,7 @@ def _split(args: argparse.Namespace, toy: Toy | None, array: Tensor | None) -> t
     """Training data (a toy sampler or rows) and held-out points (``min(eval_size, N/5)`` rows
     of an array, drawn at random)."""
     if toy is not None:
-        return toy.sample, _heldout(toy, args.eval_size, args.seed)
+        return toy.sample, heldout(toy, args.eval_size, args.seed)
     if len(array) < 10:
         raise UsageError(f"{args.data!r} has {len(array)} rows; fit needs at least 10")
     perm = torch.randperm(len(array), generator=torch.Generator().manual_seed(args.seed))
@@ -92,43 +98,45 @@ def _split(args: argparse.Namespace, toy: Toy | None, array: Tensor | None) -> t
     return array[perm[hold:]], array[perm[:hold]]
 
 
-def _reference(toy: Toy | None, heldout: Tensor, seed: int) -> dict[str, Any]:
+def _reference(toy: Toy | None, held: Tensor, seed: int) -> dict[str, Any]:
     """The data's own row: exact NLL, energy distance between two data samples (the noise
     floor of the estimate), fraction on the support."""
     row: dict[str, Any] = {"label": "data (held-out)"}
     if toy is not None:
-        other = _heldout(toy, len(heldout), seed, offset=1)
-        row["energy_distance"] = energy_distance(other, heldout)
+        other = heldout(toy, len(held), seed, offset=1)
+        row["energy_distance"] = energy_distance(other, held)
         if toy.log_prob is not None:
-            row["nll"] = -toy.log_prob(heldout.double()).mean().item()
+            row["nll"] = -toy.log_prob(held.double()).mean().item()
         if toy.support is not None:
-            row["on_support"] = fraction_on_support(heldout, toy.support)
+            row["on_support"] = fraction_on_support(held, toy.support)
     return row
 
 
 def fit_command(args: argparse.Namespace) -> None:
     """``ntmdist fit``: train the NTM (and, for toys, the Gaussian chain), evaluate both on
     held-out data, write ``model.pt``, ``metrics.json`` and ``samples.png`` and print the table."""
-    name, toy, array = _data(args.data)
-    train, heldout = _split(args, toy, array)
-    dim = heldout.shape[1]
+    from . import plots  # matplotlib: before training, so that a missing extra fails first
+
+    name, toy, array = resolve_data(args.data)
+    train, held = _split(args, toy, array)
+    dim = held.shape[1]
     baseline = toy is not None if args.baseline is None else args.baseline
     out = Path(args.out or Path("runs") / name)
     specs = {"ntm": (f"NTM T={args.T}", False, out / "model.pt")}
     if baseline:
         specs["gaussian"] = (f"Gaussian T={args.T}", True, out / "baseline.pt")
-    reference = _reference(toy, heldout, args.seed)
+    reference = _reference(toy, held, args.seed)
     rows: dict[str, dict[str, Any]] = {}
-    shown = _heldout(toy, args.samples, args.seed, offset=4) if toy is not None else array
+    shown = heldout(toy, args.samples, args.seed, offset=4) if toy is not None else array
     drawn, trajectories, grid = {"data": shown}, None, None
     for key, (label, gaussian, path) in specs.items():
         trained = _train(args, _build(args, dim, gaussian), train, path, label)
         model = trained.pop("model")
-        metrics, drawn[label] = evaluate_model(model, heldout, toy, args.particles, args.samples,
+        metrics, drawn[label] = evaluate_model(model, held, toy, args.particles, args.samples,
                                                args.seed)
         rows[key] = {"label": label, **trained, **metrics, "checkpoint": str(path)}
         if trajectories is None:
-            g = torch.Generator().manual_seed(_EVAL_SEED + 3 + args.seed)
+            g = torch.Generator().manual_seed(EVAL_SEED + 3 + args.seed)
             trajectories, grid = model().sample((2000,), g), model.schedule.grid
     networks = (f"predictor width {args.width}, depth {args.depth}; transporter hidden "
                 f"{args.transporter_width}x2; step flow {args.step_flow}; {args.steps} steps, "
@@ -141,16 +149,18 @@ def fit_command(args: argparse.Namespace) -> None:
     config = {k: v for k, v in vars(args).items() if k not in ("run", "parser")}
     summary = {"data": name, "event_shape": [dim], "config": plain(config), "models": rows,
                "reference": reference}
-    _write_json(out / "metrics.json", summary)
-    print(f"\n{name}: {len(heldout)} held-out points; NLL = IWAE bound with {args.particles} "
+    write_json(out / "metrics.json", summary)
+    print(f"\n{name}: {len(held)} held-out points; NLL = IWAE bound with {args.particles} "
           f"particles (nats per example, {dim} dims); {networks}")
-    print(_table([reference, *rows.values()]))
+    print(table([reference, *rows.values()]))
     print(f"\nwrote {out / 'metrics.json'} and {out / 'samples.png'}")
 
 
 def sample_command(args: argparse.Namespace) -> None:
     """``ntmdist sample``: samples of a checkpoint into a ``.npy`` file and a figure."""
-    model, _ = _load_model(args.checkpoint)
+    from . import plots
+
+    model, _ = _load(args.checkpoint)
     schedule = None
     trained = [s.steps for s in model.train_schedules]
     if args.T is not None and args.T != model.schedule.steps:
@@ -178,21 +188,21 @@ def sample_command(args: argparse.Namespace) -> None:
 
 def evaluate_command(args: argparse.Namespace) -> None:
     """``ntmdist evaluate``: held-out metrics of a checkpoint, written as JSON."""
-    model, state = _load_model(args.checkpoint)
-    name, toy, array = _data(args.data)
+    model, state = _load(args.checkpoint)
+    name, toy, array = resolve_data(args.data)
     if array is None:
-        heldout = _heldout(toy, args.eval_size, args.seed)
+        held = heldout(toy, args.eval_size, args.seed)
     else:
         g = torch.Generator().manual_seed(args.seed)
-        heldout = array[torch.randperm(len(array), generator=g)[: args.eval_size]]
-    if heldout.shape[1:] != model.event_shape or len(heldout) < 2:
-        raise UsageError(f"data {args.data!r} has shape {tuple(heldout.shape)}; the model in "
+        held = array[torch.randperm(len(array), generator=g)[: args.eval_size]]
+    if held.shape[1:] != model.event_shape or len(held) < 2:
+        raise UsageError(f"data {args.data!r} has shape {tuple(held.shape)}; the model in "
                          f"{args.checkpoint!r} needs (N >= 2, "
                          f"{', '.join(map(str, model.event_shape))})")
-    metrics, _ = evaluate_model(model, heldout, toy, args.particles, args.samples, args.seed)
+    metrics, _ = evaluate_model(model, held, toy, args.particles, args.samples, args.seed)
     report = {"checkpoint": str(args.checkpoint), "step": state.get("step"), "data": name,
               **metrics}
     out = Path(args.out or f"{Path(args.checkpoint).with_suffix('')}.metrics.json")
-    _write_json(out, report)
-    print(json.dumps(_finite(report), indent=2))
+    write_json(out, report)
+    print(json.dumps(finite(report), indent=2))
     print(f"wrote {out}", file=sys.stderr)

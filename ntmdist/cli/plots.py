@@ -1,4 +1,5 @@
-r"""Figures for the command line and the examples: sample panels, trajectory strips, image grids.
+r"""Figures for the command line and the examples: sample panels, trajectory strips, image
+grids (the ``plots`` extra: matplotlib).
 
 Everything is drawn with matplotlib's object API (:class:`~matplotlib.figure.Figure` with a
 :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg`), never ``pyplot``: no global backend
@@ -15,13 +16,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure, SubFigure
 from torch import Tensor
+
+from ..extras import require
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure, SubFigure
+
+matplotlib = require("matplotlib", "plots", "ntmdist's figures")
+_agg = require("matplotlib.backends.backend_agg", "plots", "ntmdist's figures")
+_figures = require("matplotlib.figure", "plots", "ntmdist's figures")
 
 __all__ = ["image_grid", "overview", "scatter_panels", "trajectory_strip"]
 
@@ -54,8 +62,8 @@ def _limits(a: np.ndarray, pad: float = 0.1) -> Limits:
 def _figure(figure: Figure | SubFigure | None, width: float, height: float) -> Figure | SubFigure:
     if figure is not None:
         return figure
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figures.Figure(figsize=(width, height), layout="constrained")
+    _agg.FigureCanvasAgg(fig)
     return fig
 
 

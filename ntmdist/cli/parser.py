@@ -1,23 +1,10 @@
-r"""Command line: ``ntmdist fit``, ``ntmdist sample`` and ``ntmdist evaluate``
-(also ``python -m ntmdist``).
+"""The ``ntmdist`` argument parser (:func:`build_parser`) and entry point (:func:`main`); the
+command bodies are :mod:`ntmdist.cli.commands`.
 
-.. code-block:: text
-
-    ntmdist fit checkerboard --steps 2000 --out runs/checker  # model.pt metrics.json samples.png
-    ntmdist fit points.npy --T 8 --width 128                  # any float array (N, D)
-    ntmdist sample runs/checker/model.pt --n 5000 --out x.npy --png x.png
-    ntmdist evaluate runs/checker/model.pt checkerboard --particles 256
-
-``fit`` trains an NTM with :func:`ntmdist.train.fit` (atomic, resumable checkpoints) and, for
-the built-in toys, the same chain with Gaussian reverse steps (``transporter=None``) for
-comparison, then evaluates both on held-out data. The NLL is the IWAE bound
-(:meth:`ntmdist.NTM.iwae`), an upper bound on :math:`-\log p(x)` in nats per example (summed over
-dimensions); the energy distance compares samples with held-out data; for toys with a bounded
-support (the checkerboard) the fraction of samples on it is reported. Checkpoints carry the model
-configuration, so ``sample`` and ``evaluate`` need nothing else.
-
-Bad input (an unknown data name, a missing, truncated or foreign checkpoint, data of the wrong
-shape) ends with a one-line message and exit status 2, like any argparse usage error.
+Example:
+    >>> args = build_parser().parse_args(["fit", "checkerboard", "--steps", "10"])
+    >>> args.command, args.steps, args.T
+    ('fit', 10, 4)
 """
 
 from __future__ import annotations
@@ -27,11 +14,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..data import TOYS
 from .commands import evaluate_command, fit_command, sample_command
-from .data import TOYS
-from .evaluate import UsageError, evaluate_model, load_array, load_model
+from .evaluation import UsageError
 
-__all__ = ["evaluate_model", "load_array", "load_model", "main"]
+__all__ = ["build_parser", "main"]
+
 
 def _positive(text: str) -> int:
     value = int(text)

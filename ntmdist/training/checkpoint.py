@@ -6,11 +6,13 @@ generator states are stored as ``uint8`` tensors), so it loads with
 temporary file in the same folder, flushed to disk, then renamed over the target with
 :func:`os.replace`, so a crash mid-write never leaves a partial file under the checkpoint's name.
 
-Keys written by :func:`ntmdist.train.fit`: ``format``, ``version``, ``step``, ``model``, ``ema``
-(or ``None``), ``optimizer``, ``scheduler``, ``rng`` (``{"data": (world, n), "loss": (world, n)}``
-generator states, one row per rank), ``history``, ``elapsed``, ``horizon`` (the run's ``steps``
-and ``warmup``) and ``meta`` (ntmdist and torch
-versions, ``model.config()`` and ``model.schedule.config()`` where the model has them).
+Keys written by :func:`ntmdist.training.fit`: ``format``, ``version``, ``step``, ``model``,
+``ema``, ``aux`` (the auxiliary term's state) and ``validation`` (early stopping's: the best
+value, step and weights), each ``None`` when the run has none, ``optimizer``, ``scheduler``,
+``rng`` (``{"data": (world, n), "loss": (world, n)}`` generator states, one row per rank),
+``history``, ``elapsed``, ``horizon`` (the run's ``steps`` and ``warmup``) and ``meta``
+(ntmdist and torch versions, ``model.config()`` and ``model.schedule.config()`` where the model
+has them).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from .. import __version__
 
 __all__ = [
     "FORMAT", "gather_states", "load_checkpoint", "load_weights", "metadata", "plain",
@@ -52,8 +56,6 @@ def plain(obj: Any) -> Any:
 def metadata(model: nn.Module, world_size: int = 1) -> dict[str, Any]:
     """What a checkpoint records about its run: ntmdist and torch versions, world size, the
     model's class, ``model.config()`` and ``model.schedule.config()`` where they exist."""
-    from . import __version__
-
     meta: dict[str, Any] = {"ntmdist": __version__, "torch": torch.__version__,
                             "world_size": world_size, "model_class": type(model).__qualname__}
     if callable(getattr(model, "config", None)):

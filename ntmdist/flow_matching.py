@@ -66,7 +66,8 @@ class Velocity(nn.Module):
         width, depth: Size of the default backbone (width: 256 for vectors, 64 for images).
         embedding: Size of each embedding in the context.
         backbone: A module ``backbone(x, c) -> v`` with ``x`` ``(N, *event)`` and ``c``
-            ``(N, context)``, replacing the default MLP.
+            ``(N, context)``, replacing the default MLP (a sequence condition reaches it
+            pooled, in ``c``).
         context: ``C`` (context vectors ``(N, C)``) or ``(L, E)`` (sequences ``(N, L, E)``,
             ``mask=`` ``(N, L)``), exclusive with ``classes``.
 
@@ -103,6 +104,7 @@ class Velocity(nn.Module):
                                  "pass backbone=")
             backbone = _MLPBackbone(self.event_shape[0], features, width or 256, depth)
         self.backbone = backbone
+        self._tokens = isinstance(backbone, UNet) and backbone.cross is not None
         self.register_load_state_dict_pre_hook(legacy_label_keys)
 
     def config(self) -> dict:
@@ -116,9 +118,9 @@ class Velocity(nn.Module):
         ``y`` (``None``: the null condition)."""
         t = torch.as_tensor(t).to(x).expand(x.shape[0])
         c, tokens, mask = self.conditioning((t,), y, mask, null)
-        if tokens is None:
-            return self.backbone(x, c)
-        return self.backbone(x, c, tokens, mask)
+        if self._tokens:
+            return self.backbone(x, c, tokens, mask)
+        return self.backbone(x, c)
 
 
 register_part("velocity", Velocity)

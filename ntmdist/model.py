@@ -27,7 +27,14 @@ from . import defaults
 from .conditioning import Condition, ConditionSpec
 from .schedule import Schedule
 from .trajectory import TrajectoryDistribution
-from .validation import check_count, check_data, check_event_shape, check_tensor
+from .validation import (
+    check_count,
+    check_data,
+    check_event_shape,
+    check_tensor,
+    check_values,
+    validating,
+)
 
 __all__ = ["NTM"]
 
@@ -249,6 +256,9 @@ class NTM(nn.Module):
             if not torch.is_tensor(y):
                 raise TypeError(f"observations for context_net must be a tensor, got "
                                 f"{type(y).__name__}")
+            if y.is_floating_point():
+                check_tensor(y, "the observations y", self._ref())
+                check_values(y, "the observations y", validating(), scored=False)
             y = self.context_net(y)
         return self.condition.check(y, mask, self._ref())
 

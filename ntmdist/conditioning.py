@@ -41,7 +41,14 @@ __all__ = ["Condition", "ConditionSpec", "Conditioning", "ContextMLP", "Embedded
 
 class Embedded(NamedTuple):
     """What a network receives from :class:`Conditioning`: the ``vector`` ``(*, F)`` and, for
-    sequences, the ``tokens`` ``(*, L, E)`` and their ``mask`` ``(*, L)`` (else ``None``)."""
+    sequences, the ``tokens`` ``(*, L, E)`` and their ``mask`` ``(*, L)`` (else ``None``).
+
+    Example:
+        >>> embed = Conditioning(ConditionSpec.of(classes=4), times=1, embedding=8)
+        >>> vector, tokens, mask = embed((torch.rand(2),), torch.tensor([0, 3]))
+        >>> vector.shape, tokens, mask
+        (torch.Size([2, 16]), None, None)
+    """
 
     vector: Tensor
     tokens: Tensor | None = None
@@ -161,7 +168,15 @@ class Conditioning(nn.Module):
 def legacy_label_keys(module: nn.Module, state: dict, prefix: str, *args: object) -> None:
     """A ``load_state_dict`` pre-hook for networks that own a ``conditioning``: state dicts of
     earlier versions kept the label embedding at ``label.weight``; it moves to
-    ``conditioning.label.weight``."""
+    ``conditioning.label.weight``.
+
+    Example:
+        >>> from ntmdist import MLPPredictor
+        >>> P = MLPPredictor(2, classes=3, width=8, depth=1)
+        >>> old = {k.replace("conditioning.", ""): v for k, v in P.state_dict().items()}
+        >>> P.load_state_dict(old)  # MLPPredictor registers this hook
+        <All keys matched successfully>
+    """
     old, new = prefix + "label.weight", prefix + "conditioning.label.weight"
     if old in state and new not in state:
         state[new] = state.pop(old)

@@ -40,7 +40,13 @@ def register_part(key: str, build: Callable[..., nn.Module]) -> None:
     """Rebuild the part ``key`` of a config (``"velocity"``, ``"context_net"``,
     ``"denoiser"``) as ``build(**config[key])``. A module of exactly that class whose
     ``config()`` names no ``"custom"`` piece is recorded by its ``config()``; any other module
-    as ``"custom"``."""
+    as ``"custom"``.
+
+    Example:
+        >>> import ntmdist as nd
+        >>> _PARTS["denoiser"] is nd.distill.Denoiser  # distill registers its denoiser
+        True
+    """
     _PARTS[key] = build
 
 
@@ -66,7 +72,13 @@ def arguments(
     """The config of a model without its parts (:func:`describe` adds them): plain data from
     :class:`ntmdist.NTM`'s arguments, ``condition`` (``classes``, ``context``) and the names and
     options ``resolved`` by :func:`ntmdist.defaults.resolve`. Modules in ``predictor_options``
-    are parts (the flow-matching predictor's ``velocity``), recorded by :func:`describe`."""
+    are parts (the flow-matching predictor's ``velocity``), recorded by :func:`describe`.
+
+    Example:
+        >>> import ntmdist as nd
+        >>> sorted(nd.NTM((2,), context=(3, 4))._arguments)[:4]
+        ['classes', 'condition_dropout', 'condition_transporter', 'context']
+    """
     options = {k: v for k, v in (predictor_options or {}).items()
                if not isinstance(v, nn.Module)}
     return copy.deepcopy({
@@ -88,7 +100,15 @@ def arguments(
 
 def describe(model: Any) -> dict:
     """``model.config()``: its :func:`arguments` and the configs of its parts (present only
-    where the model has them)."""
+    where the model has them).
+
+    Example:
+        >>> import ntmdist as nd
+        >>> model = nd.NTM((2,), context=3)
+        >>> model.denoiser = nd.distill.Denoiser(2, context=3, width=8, depth=1)
+        >>> describe(model)["denoiser"]["context"], describe(model)["predictor"]
+        (3, 'mlp')
+    """
     config = copy.deepcopy(model._arguments)
     velocity = None
     if config["predictor"] == "flow_matching":
@@ -103,7 +123,15 @@ def upgrade(config: dict) -> dict:
     ``step_flow_options`` (before the vector defaults recorded their splines, all 8 bins on
     [-5, 5]) it rebuilds the networks it was trained with; ``predictor: "auto"`` (before
     predictors had names) becomes ``"mlp"`` or ``"unet"``; ``label_dropout`` becomes
-    ``condition_dropout``."""
+    ``condition_dropout``.
+
+    Example:
+        >>> old = {"event_shape": [2], "predictor": "auto", "transporter": None,
+        ...        "step_flow": "auto", "transporter_options": {}, "label_dropout": None}
+        >>> new = upgrade(old)
+        >>> new["predictor"], new["condition_dropout"], new["step_flow_options"]
+        ('mlp', None, None)
+    """
     config = dict(config)
     ev = len(config["event_shape"])
     if config["predictor"] == "auto":
@@ -121,7 +149,14 @@ def upgrade(config: dict) -> dict:
 
 def rebuild(cls: type[M], config: dict) -> M:
     """A model of class ``cls`` (:class:`~ntmdist.NTM`) with untrained weights, built from
-    ``config``. Custom modules cannot be rebuilt: their names are reported."""
+    ``config``. Custom modules cannot be rebuilt: their names are reported.
+
+    Example:
+        >>> import ntmdist as nd
+        >>> model = nd.NTM((1, 8, 8), context=(5, 16), predictor="unet")
+        >>> rebuild(nd.NTM, model.config()).config() == model.config()
+        True
+    """
     custom = [k for k in (*NAMED, *PARTS) if config.get(k) == "custom"]
     if custom:
         raise ValueError(f"cannot rebuild custom modules from a config: {', '.join(custom)}")

@@ -174,7 +174,13 @@ def resolve(
     (``"auto"``, ``None`` or ``"custom"``), ``predictor`` (a name of :data:`PREDICTORS` or
     ``"custom"``), ``step_flow``, ``transporter_options`` (the default vector transporter's
     ``passes`` and ``bins`` filled in) and ``step_flow_options`` (those of the default per-step
-    bijector, ``None`` without it). The arguments are those of :class:`ntmdist.NTM`."""
+    bijector, ``None`` without it). The arguments are those of :class:`ntmdist.NTM`.
+
+    Example:
+        >>> r = resolve(torch.Size([2]), "auto", None, "auto", None, None)
+        >>> r["predictor"], r["transporter_options"], r["step_flow_options"]["passes"]
+        ('mlp', {'passes': 2, 'bins': 16}, 2)
+    """
     kind = event_kind(event_shape)
     if transporter == "auto" and kind is None:
         raise ValueError("default networks exist for vectors (D,) and images (C, H, W); for "
@@ -245,7 +251,15 @@ def build(
     and options (:func:`resolve`) and the modules the user passed. With
     ``condition_transporter``, the transporter's blocks are conditioned on the condition too
     (:class:`~ntmdist.transporter.Transporter`); the default per-step bijector is conditioned
-    through the predictor's features, which see the condition."""
+    through the predictor's features, which see the condition.
+
+    Example:
+        >>> shape, spec = torch.Size([1, 8, 8]), ConditionSpec.of(classes=10)
+        >>> f, P, h = build(shape, spec, resolve(shape, "auto", None, "auto", None, None),
+        ...                 "auto", None, "auto", {"width": 16})
+        >>> type(P).__name__, h is None
+        ('ImagePredictor', True)
+    """
     if condition_transporter and condition.kind == "none":
         raise ValueError("condition_transporter=True needs a condition (classes= or context=)")
     spec = condition if condition_transporter else None

@@ -205,7 +205,8 @@ def ancestral(
 
     .. math:: x_s = A x_t + B (x_t - t\, v(x_t, t, y)) + C z, \quad z \sim N(0, I),
 
-    (the reverse posterior of section 1 of DESIGN with :math:`x_0` predicted by the velocity).
+    (the reverse posterior of docs/design.md, section 1, with :math:`x_0` predicted by the
+    velocity).
     This is the distribution of :meth:`ntmdist.NTM.from_flow_matching` at initialisation.
     """
     grid = schedule.grid.tolist()

@@ -1,8 +1,9 @@
 r"""The shared predictor :math:`P(u_t, t, s, y) \to (\mu, \log \sigma)` of every reverse step.
 
 One deep network serves all steps: it sees the noisier level :math:`u_t = f(x_t, t)`, the times
-:math:`t > s` (sinusoidal embeddings) and an optional class label :math:`y`. The default mean is in
-posterior form, as the Gaussian reverse posterior of flow matching,
+:math:`t > s` and an optional condition :math:`y` (labels, a context vector or a sequence),
+embedded by :class:`~ntmdist.conditioning.Conditioning`. The default mean is in posterior form,
+as the Gaussian reverse posterior of flow matching,
 
 .. math:: \mu = A(s, t) u_t + B(s, t) \hat x_0, \qquad
           \log \sigma = \mathrm{softclip}\big(\tfrac12 \log(C^2 + B^2 v_t + \sigma_{min}^2)
@@ -15,9 +16,17 @@ last layer is zero-initialised, and :math:`m_t = (1-t)/((1-t)^2 + t^2)`,
 step of the forward process applied to :math:`N(0, I)` data, so training starts from a sensible
 likelihood instead of a collapsed last step.
 
-A predictor may return a third output: features that condition a per-step bijector (DESIGN
-section 4). Any module with ``forward(u_t, t, s, y)`` returning ``(mu, log_sigma)`` or
-``(mu, log_sigma, h)`` can replace it; ``t`` and ``s`` have shape ``u_t.shape[:1]``.
+A predictor may return a third output: features that condition a per-step bijector
+(docs/design.md, section 4; they see the condition, so the bijector is conditioned too). Any
+module with ``forward(u_t, t, s, y)`` returning ``(mu, log_sigma)`` or ``(mu, log_sigma, h)``
+can replace it; ``t`` and ``s`` have shape ``u_t.shape[:1]``, ``y`` is ``None`` (the null
+condition) or the condition flattened to that batch, and the keywords ``mask=`` (a sequence's
+``(N, L)`` mask) and ``null=`` (``(N,)``, True where the condition is dropped) are passed only
+when set, so a module written for labels keeps working (dropped labels are the in-band null
+label ``classes``). A new network obtains its inputs from
+``Conditioning(spec, times=2, embedding=E)((t, s), y, mask, null)``: the vector ``(N, 3E)``,
+and for sequences the tokens ``(N, L, E)`` and mask ``(N, L)``; register it by name with
+:func:`ntmdist.defaults.register_predictor`.
 
 :class:`FlowMatchingPredictor` is the same posterior form with :math:`\hat x_0` read off a
 flow-matching velocity, so that an NTM starts as that model's ancestral sampler.

@@ -46,7 +46,13 @@ def transport(transporter: nn.Module, t: Tensor, condition: Condition | None
               ) -> Transform:
     r"""The transform :math:`f(\cdot, t)` of ``transporter``, or :math:`f(\cdot, t, y)` when it
     is conditioned (``transporter.conditioning``); ``condition``'s batch shape broadcasts with
-    ``t``'s."""
+    ``t``'s.
+
+    Example:
+        >>> from ntmdist import Transporter
+        >>> transport(Transporter.default(2), torch.full((3,), 0.5), None)(torch.zeros(3, 2)).shape
+        torch.Size([3, 2])
+    """
     if getattr(transporter, "conditioning", None) is None:
         return transporter(t)
     return transporter(t, condition)

@@ -251,6 +251,12 @@ def test_bad_conditions_get_clear_errors():
         vec(guidance=1.0).sample()
     with pytest.raises(ValueError, match="condition_transporter=True needs a condition"):
         nd.NTM((2,), condition_transporter=True)
+    with pytest.raises(ValueError, match="unknown predictor 'nope'"):
+        nd.NTM((2,), predictor="nope")
+    with pytest.raises(ValueError, match=r"predictor 'unet' is for images \(C, H, W\)"):
+        nd.NTM((2,), predictor="unet")
+    with pytest.raises(TypeError, match="not both"):
+        nd.NTM((2,), train_steps=(2,), train_T=(2,))
 
 
 def test_masked_out_tokens_change_nothing():
@@ -480,3 +486,45 @@ def test_sampling_with_contexts_one_or_one_per_sample():
     many = model.sample(3, y[1].expand(3, *SEQ), mask=mask[1].expand(3, 4),
                         generator=torch.Generator().manual_seed(1))
     assert torch.equal(one, many)
+
+
+@pytest.mark.parametrize("context", [3, SEQ])
+def test_velocity_loss_and_samplers_take_contexts(context):
+    v = fm.Velocity(2, width=16, depth=1, embedding=8, context=context)
+    perturb(v, 0.3, 0)
+    y, mask = contexts(context, (64,))
+    x = torch.randn(64, 2)
+    calls = []
+    hook = v.register_forward_pre_hook(lambda m, a, k: calls.append(k.get("null")),
+                                       with_kwargs=True)
+    loss = fm.velocity_loss(v, x, y, torch.Generator().manual_seed(0), label_dropout=0.5,
+                            mask=mask)
+    assert loss.shape == () and loss.requires_grad
+    again = fm.velocity_loss(v, x, y, torch.Generator().manual_seed(0), label_dropout=0.5,
+                             mask=mask)
+    assert torch.equal(loss, again) and torch.equal(calls[0], calls[1])
+    assert 0 < calls[0].sum() < 64
+    hook.remove()
+    extra = {} if mask is None else {"mask": mask[0]}
+    for method in ("euler", "heun", "ancestral"):
+        one = fm.sample(v, 5, steps=2, method=method, y=y[0], **extra,
+                        generator=torch.Generator().manual_seed(1))
+        many = fm.sample(v, 5, steps=2, method=method, y=y[0].expand(5, *y.shape[1:]),
+                         **({} if mask is None else {"mask": mask[0].expand(5, 4)}),
+                         generator=torch.Generator().manual_seed(1))
+        assert one.shape == (5, 2) and torch.allclose(one, many, atol=1e-12)
+
+
+def test_named_predictors_and_configs_of_earlier_versions():
+    assert nd.NTM((2,)).config()["predictor"] == "mlp"
+    assert nd.NTM((1, 4, 4)).config()["predictor"] == "unet"
+    model = nd.NTM((2,), classes=3, label_dropout=0.2, train_steps=(2, 4),
+                   predictor_options=dict(width=8, depth=1))
+    old = model.config()  # as an earlier version wrote it
+    old["predictor"], old["label_dropout"] = "auto", old.pop("condition_dropout")
+    for key in ("context", "condition_transporter"):
+        del old[key]
+    rebuilt = nd.NTM.from_config(old)
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.config() == model.config() and rebuilt.condition_dropout == 0.2
+    assert [s.steps for s in rebuilt.train_schedules] == [2, 4]

@@ -227,6 +227,10 @@ def test_bad_conditions_get_clear_errors():
     s = torch.randn(2, *SEQ)
     with pytest.raises(ValueError, match=r"sequences \(\*batch, 4, 3\)"):
         seq(torch.randn(2, 4, 2))
+    bad = s.clone()
+    bad[1, 0, 2] = math.inf
+    with pytest.raises(ValueError, match="NaN or inf"):  # in a real token
+        seq(bad, mask=torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(TypeError, match="mask must be a boolean tensor"):
         seq(s, mask=torch.ones(2, 4))
     with pytest.raises(ValueError, match=r"mask must have shape \(\*batch, 4\)"):

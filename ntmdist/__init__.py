@@ -6,7 +6,7 @@ whole trajectory has an exact likelihood (Gu et al., 2026, arXiv 2605.08078).
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import distill, flow_matching, pyro, transforms
+from . import conditioning, distill, flow_matching, pyro, transforms
 from .guidance import combine as guidance_combine
 from .model import NTM
 from .predictor import MLPPredictor
@@ -28,6 +28,7 @@ __all__ = [
     "TrajectoryDistribution",
     "Transporter",
     "__version__",
+    "conditioning",
     "distill",
     "flow_matching",
     "pyro",

@@ -1,10 +1,10 @@
-r"""Default networks of an NTM per kind of event (DESIGN section 5).
+r"""Default networks of an NTM per kind of event (docs/design.md, section 5).
 
 - Vectors ``(D,)``: a transporter of two spline masked-autoregressive blocks (alternating
   order, time-embedding context, zero-initialised), the residual-MLP predictor
   (:class:`~ntmdist.predictor.MLPPredictor`, width 256, depth 4) and, with ``step_flow="auto"``
   (the default), a spline autoregressive bijector per step conditioned on 64 predictor features
-  of :math:`x_t` (DESIGN section 4). On the checkerboard (3000 steps, README) the per-step
+  of :math:`x_t` (docs/design.md, section 4). On the checkerboard (3000 steps, README) the per-step
   bijector raised the fraction of samples on the support from 92.0% to 94.6% and the IWAE NLL
   from 3.580 to 3.545 nats. It is left out with a user's predictor (whose features are unknown)
   and with ``transporter=None`` (Gaussian steps).
@@ -25,6 +25,13 @@ r"""Default networks of an NTM per kind of event (DESIGN section 5).
 - Images ``(C, H, W)``: two TarFlow causal-transformer affine blocks over patches (alternating
   raster order; :meth:`~ntmdist.transporter.Transporter.default_image`) and the FiLM U-Net
   predictor (:class:`~ntmdist.predictor.ImagePredictor`); ``step_flow="auto"`` is none.
+- Named predictors (:data:`PREDICTORS`): ``NTM(event_shape, predictor="unet")`` selects a
+  network by name, with its options in ``predictor_options``; the config records the name.
+  ``"mlp"`` (vectors) and ``"unet"`` (images) are the defaults, ``"flow_matching"`` is what
+  :meth:`ntmdist.NTM.from_flow_matching` builds; :func:`register_predictor` adds others.
+- A condition (labels, context vectors or sequences) enters every predictor through
+  :class:`~ntmdist.conditioning.Conditioning`, and the default per-step bijector through the
+  predictor's features; the transporter is condition-free unless ``condition_transporter=True``.
 
 References:
     | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
@@ -33,15 +40,19 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
+from .conditioning import ConditionSpec
 from .predictor import ImagePredictor, MLPPredictor
 from .transforms import MaskedAutoregressive
 from .transporter import Transporter
+from .warmstart import flow_matching_predictor
 
-__all__ = ["FINE_SPLINES", "STEP_CONTEXT", "default_networks", "event_kind", "vector_passes",
-           "vector_splines"]
+__all__ = ["DEFAULT_PREDICTORS", "FINE_SPLINES", "PREDICTORS", "STEP_CONTEXT", "build",
+           "event_kind", "register_predictor", "resolve", "vector_passes", "vector_splines"]
 
 STEP_CONTEXT = 64
 """Predictor features that condition the default per-step bijector."""
@@ -50,8 +61,6 @@ FINE_SPLINES = 8
 """Vectors of at most this many features get the finer default splines."""
 
 _STEP_FLOW_KEYS = ("bins", "bound", "hidden", "passes")
-
-Networks = tuple[Transporter, nn.Module, nn.Module | None, dict, dict | None]
 
 
 def vector_passes(features: int, step_flow: bool) -> int:
@@ -85,69 +94,187 @@ def event_kind(event_shape: torch.Size) -> str | None:
     return {1: "vector", 3: "image"}.get(len(event_shape))
 
 
-def _transporter(transporter: object, event_shape: torch.Size, options: dict) -> Transporter:
-    kind, ev = event_kind(event_shape), len(event_shape)
-    if transporter == "auto" and kind == "vector":
-        return Transporter.default(event_shape.numel(), **options)
-    if transporter == "auto":
-        return Transporter.default_image(tuple(event_shape), **options)
-    if transporter is None:
-        return Transporter(event_dim=ev)
-    if isinstance(transporter, (list, tuple)):
-        return Transporter(transporter, event_dim=ev)
-    if not isinstance(transporter, Transporter):
-        raise TypeError("transporter must be 'auto', None, a Transporter or a list of blocks")
-    return transporter
+def _mlp(event_shape: torch.Size, condition: ConditionSpec, step_context: int,
+         **options: object) -> nn.Module:
+    if len(event_shape) != 1:
+        raise ValueError(f"predictor 'mlp' is for vectors (D,), got events of shape "
+                         f"{tuple(event_shape)}")
+    return MLPPredictor(event_shape[0], condition.classes, step_context=step_context,
+                        context=condition.context, **options)
 
 
-def default_networks(
-    event_shape: torch.Size, classes: int | None, transporter: object, predictor: nn.Module | None,
-    step_flow: object, predictor_options: dict | None, transporter_options: dict | None,
-    step_flow_options: dict | None = None,
-) -> Networks:
-    """The transporter, predictor and per-step bijector of an NTM, defaults filled in (the
-    arguments are those of :class:`ntmdist.NTM`), the transporter options with the default
-    vector transporter's ``passes`` and ``bins`` filled in and the default per-step bijector's
-    options (so a checkpoint's config rebuilds the same blocks if the defaults change)."""
+def _unet(event_shape: torch.Size, condition: ConditionSpec, step_context: int,
+          **options: object) -> nn.Module:
+    if len(event_shape) != 3:
+        raise ValueError(f"predictor 'unet' is for images (C, H, W), got events of shape "
+                         f"{tuple(event_shape)}")
+    if step_context:
+        raise ValueError("predictor 'unet' gives no features for a per-step bijector")
+    return ImagePredictor(tuple(event_shape), condition.classes, context=condition.context,
+                          **options)
+
+
+PredictorBuilder = Callable[..., nn.Module]
+
+PREDICTORS: dict[str, PredictorBuilder] = {
+    "mlp": _mlp, "unet": _unet, "flow_matching": flow_matching_predictor,
+}
+"""Named predictors: ``build(event_shape, condition, step_context, **predictor_options)``
+(:func:`register_predictor`)."""
+
+DEFAULT_PREDICTORS = {"vector": "mlp", "image": "unet"}
+"""The predictor ``NTM(predictor=None)`` builds, per kind of event."""
+
+
+def register_predictor(name: str, build: PredictorBuilder) -> None:
+    """Make ``NTM(event_shape, predictor=name, predictor_options=...)`` build
+    ``build(event_shape, condition, step_context, **predictor_options)``: ``event_shape`` a
+    ``torch.Size``, ``condition`` the model's :class:`~ntmdist.conditioning.ConditionSpec` and
+    ``step_context`` the number of features the predictor must return as a third output for the
+    per-step bijector (0: return ``(mu, log_sigma)``; raise ``ValueError`` if unsupported). The
+    config records ``name``, so a checkpoint rebuilds the same network.
+
+    Example:
+        >>> register_predictor("tiny_mlp", lambda shape, condition, step_context, **o:
+        ...     MLPPredictor(shape[0], condition.classes, width=8, depth=1,
+        ...                  step_context=step_context, context=condition.context, **o))
+        >>> import ntmdist as nd
+        >>> nd.NTM((2,), predictor="tiny_mlp").config()["predictor"]
+        'tiny_mlp'
+        >>> del PREDICTORS["tiny_mlp"]
+    """
+    if not isinstance(name, str) or name in ("auto", "custom"):
+        raise ValueError(f"a predictor name must be a string other than 'auto' and 'custom', "
+                         f"got {name!r}")
+    PREDICTORS[name] = build
+
+
+def _predictor_name(event_shape: torch.Size, predictor: object) -> str:
+    if isinstance(predictor, nn.Module):
+        return "custom"
+    if predictor is None:
+        kind = event_kind(event_shape)
+        if kind is None:
+            raise ValueError("default networks exist for vectors (D,) and images (C, H, W); for "
+                             f"events of shape {tuple(event_shape)} pass transporter= (or None) "
+                             "and predictor=")
+        return DEFAULT_PREDICTORS[kind]
+    if predictor not in PREDICTORS:
+        raise ValueError(f"unknown predictor {predictor!r}; known: {sorted(PREDICTORS)} or a "
+                         "module")
+    return predictor
+
+
+def resolve(
+    event_shape: torch.Size, transporter: object, predictor: object, step_flow: object,
+    transporter_options: dict | None, step_flow_options: dict | None,
+) -> dict:
+    """The networks' names and options with the defaults filled in (what the config records, so
+    that a checkpoint rebuilds the same blocks if the defaults change): ``transporter``
+    (``"auto"``, ``None`` or ``"custom"``), ``predictor`` (a name of :data:`PREDICTORS` or
+    ``"custom"``), ``step_flow``, ``transporter_options`` (the default vector transporter's
+    ``passes`` and ``bins`` filled in) and ``step_flow_options`` (those of the default per-step
+    bijector, ``None`` without it). The arguments are those of :class:`ntmdist.NTM`.
+
+    Example:
+        >>> r = resolve(torch.Size([2]), "auto", None, "auto", None, None)
+        >>> r["predictor"], r["transporter_options"], r["step_flow_options"]["passes"]
+        ('mlp', {'passes': 2, 'bins': 16}, 2)
+    """
     kind = event_kind(event_shape)
-    if kind is None and (transporter == "auto" or predictor is None):
+    if transporter == "auto" and kind is None:
         raise ValueError("default networks exist for vectors (D,) and images (C, H, W); for "
                          f"events of shape {tuple(event_shape)} pass transporter= (or None) "
                          "and predictor=")
     if step_flow is not None and step_flow != "auto" and not isinstance(step_flow, nn.Module):
         raise TypeError("step_flow must be None, 'auto' or a lazy bijector module")
-    if step_flow == "auto" and (kind != "vector" or predictor is not None or transporter is None):
-        # the default bijector needs the default vector predictor's features; with the identity
-        # transporter "auto" keeps the reverse steps Gaussian
-        step_flow = None
-    features = event_shape.numel()
-    options = dict(transporter_options or {})
-    if transporter == "auto" and kind == "vector":
-        options.setdefault("passes", vector_passes(features, step_flow is not None))
-        options.setdefault("bins", vector_splines(features)[0])
-    transporter = _transporter(transporter, event_shape, options)
-    context = STEP_CONTEXT if step_flow == "auto" else getattr(step_flow, "context", 0)
-    if predictor is None and kind == "image":
-        predictor = ImagePredictor(tuple(event_shape), classes=classes,
-                                   **(predictor_options or {}))
-    elif predictor is None:
-        predictor = MLPPredictor(features, classes=classes, step_context=context,
-                                 **(predictor_options or {}))
+    name = _predictor_name(event_shape, predictor)
+    # the default bijector needs the default vector predictor's features; with the identity
+    # transporter "auto" keeps the reverse steps Gaussian
+    default_step = (step_flow == "auto" and kind == "vector" and name == "mlp"
+                    and transporter is not None)
     unknown = set(step_flow_options or {}) - set(_STEP_FLOW_KEYS)
     if unknown:
         raise TypeError(f"unknown step_flow_options {sorted(unknown)}; known: "
                         f"{sorted(_STEP_FLOW_KEYS)}")
-    if step_flow_options and step_flow != "auto":
+    if step_flow_options and not default_step:
         raise ValueError("step_flow_options apply to the default per-step bijector, which this "
                          "model does not have (step_flow is not 'auto', or the event, predictor "
                          "or transporter is not the default vector one)")
+    features = event_shape.numel()
+    options = dict(transporter_options or {})
+    if transporter == "auto" and kind == "vector":
+        stepped = default_step or isinstance(step_flow, nn.Module)
+        options.setdefault("passes", vector_passes(features, stepped))
+        options.setdefault("bins", vector_splines(features)[0])
     step_options = None
-    if step_flow == "auto":
+    if default_step:
         step_options = {**vector_splines(features)[1], "passes": vector_passes(features, True),
                         **(step_flow_options or {})}
+    return {
+        "transporter": transporter if transporter in ("auto", None) else "custom",
+        "predictor": name,
+        "step_flow": step_flow if step_flow in ("auto", None) else "custom",
+        "transporter_options": options,
+        "step_flow_options": step_options,
+    }
+
+
+def _transporter(transporter: object, event_shape: torch.Size, options: dict,
+                 condition: ConditionSpec | None) -> Transporter:
+    ev = len(event_shape)
+    if transporter == "auto" and ev == 1:
+        return Transporter.default(event_shape.numel(), **options, condition=condition)
+    if transporter == "auto":
+        return Transporter.default_image(tuple(event_shape), **options, condition=condition)
+    if transporter is None:
+        if condition is not None:
+            raise ValueError("condition_transporter=True needs transporter blocks, got "
+                             "transporter=None")
+        return Transporter(event_dim=ev)
+    if isinstance(transporter, (list, tuple)):
+        return Transporter(transporter, event_dim=ev, condition=condition)
+    if not isinstance(transporter, Transporter):
+        raise TypeError("transporter must be 'auto', None, a Transporter or a list of blocks")
+    if condition is not None and transporter.conditioning is None:
+        raise ValueError("condition_transporter=True with a Transporter built without "
+                         "condition=; build it with Transporter(..., condition=spec)")
+    return transporter
+
+
+def build(
+    event_shape: torch.Size, condition: ConditionSpec, resolved: dict, transporter: object,
+    predictor: nn.Module | str | None, step_flow: object, predictor_options: dict | None,
+    condition_transporter: bool = False,
+) -> tuple[Transporter, nn.Module, nn.Module | None]:
+    """The transporter, predictor and per-step bijector of an NTM from the ``resolved`` names
+    and options (:func:`resolve`) and the modules the user passed. With
+    ``condition_transporter``, the transporter's blocks are conditioned on the condition too
+    (:class:`~ntmdist.transporter.Transporter`); the default per-step bijector is conditioned
+    through the predictor's features, which see the condition.
+
+    Example:
+        >>> shape, spec = torch.Size([1, 8, 8]), ConditionSpec.of(classes=10)
+        >>> f, P, h = build(shape, spec, resolve(shape, "auto", None, "auto", None, None),
+        ...                 "auto", None, "auto", {"width": 16})
+        >>> type(P).__name__, h is None
+        ('ImagePredictor', True)
+    """
+    if condition_transporter and condition.kind == "none":
+        raise ValueError("condition_transporter=True needs a condition (classes= or context=)")
+    spec = condition if condition_transporter else None
+    transporter = _transporter(transporter, event_shape, resolved["transporter_options"], spec)
+    step_options = resolved["step_flow_options"]
+    if step_options is not None:
         step_flow = MaskedAutoregressive(
-            features, context, "spline", bins=step_options["bins"],
+            event_shape.numel(), STEP_CONTEXT, "spline", bins=step_options["bins"],
             bound=step_options["bound"], hidden=tuple(step_options["hidden"]),
             passes=step_options["passes"],
         )
-    return transporter, predictor, step_flow, options, step_options
+    elif step_flow == "auto":
+        step_flow = None
+    if resolved["predictor"] != "custom":
+        context = STEP_CONTEXT if step_options is not None else getattr(step_flow, "context", 0)
+        predictor = PREDICTORS[resolved["predictor"]](event_shape, condition, context,
+                                                      **(predictor_options or {}))
+    return transporter, predictor, step_flow

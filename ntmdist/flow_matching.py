@@ -21,13 +21,15 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .nets import ResidualMLP, TimeEmbedding, UNet
-from .predictor import conditioning
+from .conditioning import Conditioning, ConditionSpec, dropout_mask, extras, legacy_label_keys
+from .config import register_part
+from .nets import ResidualMLP, UNet
 from .schedule import Schedule, posterior_coefficients
 
 __all__ = ["Velocity", "ancestral", "euler", "heun", "sample", "velocity_loss"]
@@ -45,23 +47,27 @@ class _MLPBackbone(nn.Module):
 
 
 class Velocity(nn.Module):
-    r"""Velocity model :math:`v(x, t, y)`, class-conditional with a null label (for guidance).
+    r"""Velocity model :math:`v(x, t, y)`, conditional with a null condition (for guidance).
 
-    The times and labels are embedded into a context :math:`c = [e(t), e(y)]` (``embedding``
-    features each; no label part when ``classes=None``) and the backbone computes
-    ``backbone(x, c)`` of the shape of ``x``. The default backbone is that of the default
-    predictor: for vectors the residual MLP (width 256, depth 4) on :math:`[x, c]`, for images
-    ``(C, H, W)`` the FiLM-conditioned :class:`~ntmdist.nets.UNet` (width 64; ``depth`` unused);
-    pass ``backbone=`` for other events.
+    The time and the condition are embedded into a context :math:`c = [e(t), \phi(y)]`
+    (:class:`~ntmdist.conditioning.Conditioning`, ``embedding`` features each; no condition
+    part when unconditional) and the backbone computes ``backbone(x, c)`` of the shape of ``x``.
+    The default backbone is that of the default predictor: for vectors the residual MLP
+    (width 256, depth 4) on :math:`[x, c]`, for images ``(C, H, W)`` the FiLM-conditioned
+    :class:`~ntmdist.nets.UNet` (width 64; ``depth`` unused; sequence tokens also enter by
+    cross-attention); pass ``backbone=`` for other events.
 
     Arguments:
         event_shape: Shape of one example (an integer for vectors).
         classes: Number of classes (labels ``0..classes-1``; ``None`` or label ``classes`` is the
-            null label), or ``None`` for an unconditional model.
+            null label), or ``None``.
         width, depth: Size of the default backbone (width: 256 for vectors, 64 for images).
         embedding: Size of each embedding in the context.
         backbone: A module ``backbone(x, c) -> v`` with ``x`` ``(N, *event)`` and ``c``
-            ``(N, context)``, replacing the default MLP.
+            ``(N, context)``, replacing the default MLP (a sequence condition reaches it
+            pooled, in ``c``).
+        context: ``C`` (context vectors ``(N, C)``) or ``(L, E)`` (sequences ``(N, L, E)``,
+            ``mask=`` ``(N, L)``), exclusive with ``classes``.
 
     Example:
         >>> v = Velocity(2, classes=3, width=32, depth=1)
@@ -73,55 +79,72 @@ class Velocity(nn.Module):
     def __init__(
         self, event_shape: int | Sequence[int], classes: int | None = None,
         width: int | None = None, depth: int = 4, embedding: int = 64,
-        backbone: nn.Module | None = None,
+        backbone: nn.Module | None = None, *, context: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
         self.event_shape, self.classes = torch.Size(shape), classes
+        self.conditioning = Conditioning(ConditionSpec.of(classes, context), 1, embedding)
+        spec = self.conditioning.spec
         self._config = {"event_shape": list(shape), "classes": classes, "width": width,
                         "depth": depth, "embedding": embedding}
+        if spec.context is not None:
+            self._config["context"] = spec.context if spec.kind == "vector" else list(spec.shape)
         if backbone is not None:
             self._config["backbone"] = "custom"
-        self.context = embedding * (2 if classes else 1)
-        self.embed_t = TimeEmbedding(embedding)
-        self.label = nn.Embedding(classes + 1, embedding) if classes else None
+        features = self.conditioning.features
         if backbone is None and len(self.event_shape) == 3:
-            backbone = UNet(shape[0], shape[0], self.context, width=width or 64)
+            tokens = embedding if spec.kind == "sequence" else 0
+            backbone = UNet(shape[0], shape[0], features, width=width or 64, tokens=tokens)
         elif backbone is None:
             if len(self.event_shape) != 1:
                 raise ValueError("default backbones exist for vectors (D,) and images (C, H, W); "
                                  "pass backbone=")
-            backbone = _MLPBackbone(self.event_shape[0], self.context, width or 256, depth)
+            backbone = _MLPBackbone(self.event_shape[0], features, width or 256, depth)
         self.backbone = backbone
+        self._tokens = isinstance(backbone, UNet) and backbone.cross is not None
+        self.register_load_state_dict_pre_hook(legacy_label_keys)
 
     def config(self) -> dict:
         """The constructor arguments as plain data (``"backbone": "custom"`` marks a backbone
         passed by the user, which cannot be rebuilt from it)."""
         return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """The velocity at ``x`` ``(N, *event)``, times ``t`` ``(N,)`` (or a scalar)."""
-        n = x.shape[0]
-        t = torch.as_tensor(t).to(x).expand(n)
-        c = torch.cat(conditioning(self, (t,), y, n, x.device, "velocity"), dim=-1)
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None,
+                mask: Tensor | None = None, null: Tensor | None = None) -> Tensor:
+        """The velocity at ``x`` ``(N, *event)``, times ``t`` ``(N,)`` (or a scalar), condition
+        ``y`` (``None``: the null condition)."""
+        t = torch.as_tensor(t).to(x).expand(x.shape[0])
+        c, tokens, mask = self.conditioning((t,), y, mask, null)
+        if self._tokens:
+            return self.backbone(x, c, tokens, mask)
         return self.backbone(x, c)
+
+
+register_part("velocity", Velocity)
 
 
 def velocity_loss(
     velocity: nn.Module, x0: Tensor, y: Tensor | None = None,
     generator: torch.Generator | None = None, label_dropout: float = 0.0,
+    mask: Tensor | None = None,
 ) -> Tensor:
     r"""Flow-matching loss :math:`\| v(x_t, t, y) - (\epsilon - x_0) \|^2`, mean per dimension,
-    with :math:`t \sim U[0, 1]` per example; labels are replaced by the null label with
-    probability ``label_dropout`` (for classifier-free guidance)."""
+    with :math:`t \sim U[0, 1]` per example; each example's condition is replaced by the null
+    condition with probability ``label_dropout`` (any kind of condition; for classifier-free
+    guidance): the null label for labels, ``null=`` for contexts."""
     n, ones = x0.shape[0], (1,) * (x0.dim() - 1)
     t = torch.rand(n, generator=generator, dtype=x0.dtype).to(x0.device)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     x_t = (1 - t.reshape(n, *ones)) * x0 + t.reshape(n, *ones) * eps
+    null = None
     if y is not None and label_dropout > 0:
-        drop = (torch.rand(n, generator=generator) < label_dropout).to(y.device)
-        y = torch.where(drop, torch.full_like(y, velocity.classes), y)
-    return (velocity(x_t, t, y) - (eps - x0)).square().mean()
+        drop = dropout_mask(torch.Size([n]), label_dropout, generator).to(y.device)
+        if y.is_floating_point():
+            null = drop
+        else:
+            y = torch.where(drop, torch.full_like(y, velocity.classes), y)
+    return (velocity(x_t, t, y, **extras(mask, null)) - (eps - x0)).square().mean()
 
 
 def _times(x: Tensor, t: float) -> Tensor:
@@ -163,7 +186,8 @@ def ancestral(
 
     .. math:: x_s = A x_t + B (x_t - t\, v(x_t, t, y)) + C z, \quad z \sim N(0, I),
 
-    (the reverse posterior of section 1 of DESIGN with :math:`x_0` predicted by the velocity).
+    (the reverse posterior of docs/design.md, section 1, with :math:`x_0` predicted by the
+    velocity).
     This is the distribution of :meth:`ntmdist.NTM.from_flow_matching` at initialisation.
     """
     grid = schedule.grid.tolist()
@@ -179,10 +203,11 @@ def ancestral(
 def sample(
     velocity: nn.Module, n: int, *, steps: int, method: str = "euler", y: Tensor | None = None,
     event_shape: Sequence[int] | None = None, generator: torch.Generator | None = None,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """``n`` samples ``(n, *event)`` with ``method`` ``"euler"`` or ``"heun"`` (``steps``
     steps) or ``"ancestral"`` (on ``Schedule(steps)``), without gradients. ``event_shape``
-    defaults to ``velocity.event_shape``; labels ``y`` are broadcast to ``(n,)``.
+    defaults to ``velocity.event_shape``; one condition ``y`` (``mask``) or ``n`` of them.
 
     Example:
         >>> v = Velocity(2, width=32, depth=1)
@@ -200,7 +225,14 @@ def sample(
     device = None if ref is None else ref.device
     x = torch.randn((n, *shape), generator=generator, dtype=dtype).to(device)
     if y is not None:
-        y = torch.as_tensor(y, device=x.device).expand(n)
+        y = torch.as_tensor(y, device=x.device)
+        spec = getattr(getattr(velocity, "conditioning", None), "spec", None)
+        own = len(spec.shape) if spec is not None else int(y.is_floating_point())
+        y = y.expand(n, *y.shape[y.dim() - own:])
+        if mask is not None:
+            mask = mask.expand(n, mask.shape[-1])
+    if mask is not None:
+        velocity = functools.partial(velocity, mask=mask)
     with torch.no_grad():
         if method == "ancestral":
             return ancestral(velocity, x, Schedule(steps), y, generator)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["combine", "drop_labels"]
+__all__ = ["combine"]
 
 
 def combine(
@@ -39,19 +39,3 @@ def combine(
     r = torch.exp(2 * (log_sigma_c - log_sigma_u)).clamp(0, 1)
     denom = 1 + w - w * r
     return ((1 + w) * mu_c - w * r * mu_u) / denom, log_sigma_c - 0.5 * torch.log(denom)
-
-
-def drop_labels(
-    y: Tensor, classes: int, p: float, generator: torch.Generator | None = None
-) -> Tensor:
-    """Labels ``y`` with each replaced by the null label ``classes`` with probability ``p``
-    (label dropout, which trains the unconditional model that guidance combines with).
-
-    Example:
-        >>> y = torch.arange(4)
-        >>> drop_labels(y, 10, 1.0).tolist(), drop_labels(y, 10, 0.0).tolist()
-        ([10, 10, 10, 10], [0, 1, 2, 3])
-    """
-    device = generator.device if generator is not None else None
-    drop = torch.rand(y.shape, generator=generator, device=device) < p
-    return torch.where(drop.to(y.device), torch.full_like(y, classes), y)

@@ -236,13 +236,35 @@ class _ResBlock(nn.Module):
         return self.skip(x) + self.conv2(nn.functional.silu(h))
 
 
+class _CrossAttention(nn.Module):
+    """Residual cross-attention of the pixels of ``h`` ``(N, C, H, W)`` to ``tokens``
+    ``(N, L, E)`` (``mask`` ``(N, L)``, True for a real token), zero-initialised output."""
+
+    def __init__(self, channels: int, tokens: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(channels), channels)
+        heads = next(h for h in (4, 2, 1) if channels % h == 0)
+        self.attn = nn.MultiheadAttention(channels, heads, kdim=tokens, vdim=tokens,
+                                          batch_first=True)
+        nn.init.zeros_(self.attn.out_proj.weight)
+        nn.init.zeros_(self.attn.out_proj.bias)
+
+    def forward(self, h: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        q = self.norm(h).flatten(2).transpose(1, 2)
+        out = self.attn(q, tokens, tokens, key_padding_mask=~mask, need_weights=False)[0]
+        return h + out.transpose(1, 2).reshape(h.shape)
+
+
 class UNet(nn.Module):
     r"""Small U-Net ``(x, c) -> out`` for images ``(N, C, H, W)`` and a context ``c`` ``(N, E)``
-    (time and class embeddings), conditioning every residual block by FiLM.
+    (time and condition embeddings), conditioning every residual block by FiLM.
 
     One residual block per resolution on the way down and up, channel multipliers ``mults``
     (a resolution is halved between levels while ``H`` and ``W`` stay even), skip connections
     by concatenation, and a zero-initialised output convolution (the network starts at 0).
+    With ``tokens`` :math:`E_t > 0`, the lowest resolution also attends to condition tokens
+    ``(N, L, E_t)`` (``forward(x, c, tokens, mask)``; residual cross-attention, zero-initialised
+    output projection).
 
     Arguments:
         channels: Input channels :math:`C`.
@@ -250,6 +272,7 @@ class UNet(nn.Module):
         context: Context features :math:`E`.
         width: Channels at full resolution.
         mults: Channel multipliers per resolution.
+        tokens: Features :math:`E_t` of condition tokens (0: none).
 
     Example:
         >>> net = UNet(1, 2, context=8, width=16)
@@ -259,7 +282,7 @@ class UNet(nn.Module):
 
     def __init__(
         self, channels: int, out_channels: int, context: int, width: int = 64,
-        mults: tuple[int, ...] = (1, 2),
+        mults: tuple[int, ...] = (1, 2), tokens: int = 0,
     ) -> None:
         super().__init__()
         widths = [width * m for m in mults]
@@ -270,6 +293,7 @@ class UNet(nn.Module):
             self.down.append(_ResBlock(prev, w, context))
             prev = w
         self.mid = _ResBlock(prev, prev, context)
+        self.cross = _CrossAttention(prev, tokens) if tokens else None
         self.up = nn.ModuleList()
         for w in reversed(widths):
             self.up.append(_ResBlock(prev + w, w, context))
@@ -279,7 +303,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, tokens: Tensor | None = None,
+                mask: Tensor | None = None) -> Tensor:
         h = self.inp(x)
         skips = []
         for i, block in enumerate(self.down):
@@ -288,6 +313,10 @@ class UNet(nn.Module):
             h = block(h, c)
             skips.append(h)
         h = self.mid(h, c)
+        if self.cross is not None:
+            if tokens is None:
+                raise ValueError("this U-Net attends to condition tokens: pass tokens and mask")
+            h = self.cross(h, tokens, mask)
         for block in self.up:
             skip = skips.pop()
             if h.shape[-2:] != skip.shape[-2:]:

@@ -1,8 +1,9 @@
 r"""The shared predictor :math:`P(u_t, t, s, y) \to (\mu, \log \sigma)` of every reverse step.
 
 One deep network serves all steps: it sees the noisier level :math:`u_t = f(x_t, t)`, the times
-:math:`t > s` (sinusoidal embeddings) and an optional class label :math:`y`. The default mean is in
-posterior form, as the Gaussian reverse posterior of flow matching,
+:math:`t > s` and an optional condition :math:`y` (labels, a context vector or a sequence),
+embedded by :class:`~ntmdist.conditioning.Conditioning`. The default mean is in posterior form,
+as the Gaussian reverse posterior of flow matching,
 
 .. math:: \mu = A(s, t) u_t + B(s, t) \hat x_0, \qquad
           \log \sigma = \mathrm{softclip}\big(\tfrac12 \log(C^2 + B^2 v_t + \sigma_{min}^2)
@@ -15,9 +16,17 @@ last layer is zero-initialised, and :math:`m_t = (1-t)/((1-t)^2 + t^2)`,
 step of the forward process applied to :math:`N(0, I)` data, so training starts from a sensible
 likelihood instead of a collapsed last step.
 
-A predictor may return a third output: features that condition a per-step bijector (DESIGN
-section 4). Any module with ``forward(u_t, t, s, y)`` returning ``(mu, log_sigma)`` or
-``(mu, log_sigma, h)`` can replace it; ``t`` and ``s`` have shape ``u_t.shape[:1]``.
+A predictor may return a third output: features that condition a per-step bijector
+(docs/design.md, section 4; they see the condition, so the bijector is conditioned too). Any
+module with ``forward(u_t, t, s, y)`` returning ``(mu, log_sigma)`` or ``(mu, log_sigma, h)``
+can replace it; ``t`` and ``s`` have shape ``u_t.shape[:1]``, ``y`` is ``None`` (the null
+condition) or the condition flattened to that batch, and the keywords ``mask=`` (a sequence's
+``(N, L)`` mask) and ``null=`` (``(N,)``, True where the condition is dropped) are passed only
+when set, so a module written for labels keeps working (dropped labels are the in-band null
+label ``classes``). A new network obtains its inputs from
+``Conditioning(spec, times=2, embedding=E)((t, s), y, mask, null)``: the vector ``(N, 3E)``,
+and for sequences the tokens ``(N, L, E)`` and mask ``(N, L)``; register it by name with
+:func:`ntmdist.defaults.register_predictor`.
 
 :class:`FlowMatchingPredictor` is the same posterior form with :math:`\hat x_0` read off a
 flow-matching velocity, so that an NTM starts as that model's ancestral sampler.
@@ -29,18 +38,14 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
-from .nets import ResidualMLP, TimeEmbedding, UNet, soft_clip
+from .conditioning import Conditioning, ConditionSpec, extras, legacy_label_keys
+from .nets import ResidualMLP, UNet, soft_clip
 from .schedule import posterior_coefficients
 
-__all__ = [
-    "FlowMatchingPredictor", "ImagePredictor", "MLPPredictor", "class_labels", "conditioning",
-    "posterior_form",
-]
+__all__ = ["FlowMatchingPredictor", "ImagePredictor", "MLPPredictor", "posterior_form"]
 
 
 class MLPPredictor(nn.Module):
@@ -49,13 +54,16 @@ class MLPPredictor(nn.Module):
     Arguments:
         features: :math:`D`.
         classes: Number of classes (labels ``0..classes-1``; ``None`` or label ``classes`` is the
-            null label used for classifier-free guidance), or ``None`` for unconditional.
+            null label used for classifier-free guidance), or ``None``.
         width: Width of the residual MLP.
         depth: Number of residual blocks.
         embedding: Size of each time embedding.
         step_context: Size of the extra output ``h`` that conditions per-step bijectors (0: none).
         sigma_min: Floor :math:`\sigma_{min}` inside the posterior scale.
         log_sigma_bound: Soft bound on :math:`|\log \sigma|`.
+        context: ``C`` for context vectors ``(N, C)``, ``(L, E)`` for sequences ``(N, L, E)``
+            (with ``mask=`` ``(N, L)``; pooled), exclusive with ``classes``
+            (:class:`~ntmdist.conditioning.Conditioning`).
 
     Example:
         >>> P = MLPPredictor(2, width=32, depth=1)
@@ -67,26 +75,23 @@ class MLPPredictor(nn.Module):
     def __init__(
         self, features: int, classes: int | None = None, width: int = 256, depth: int = 4,
         embedding: int = 64, step_context: int = 0, sigma_min: float = 1e-2,
-        log_sigma_bound: float = 12.0,
+        log_sigma_bound: float = 12.0, *, context: int | tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.features, self.classes, self.step_context = features, classes, step_context
         self.sigma_min, self.log_sigma_bound = sigma_min, log_sigma_bound
-        self.embed_t = TimeEmbedding(embedding)
-        self.label = nn.Embedding(classes + 1, embedding) if classes else None
-        inputs = features + 2 * embedding + (embedding if classes else 0)
+        self.conditioning = Conditioning(ConditionSpec.of(classes, context), 2, embedding)
+        inputs = features + self.conditioning.features
         self.net = ResidualMLP(inputs, 2 * features, width=width, depth=depth)
         self.context_head = nn.Linear(width, step_context) if step_context else None
-
-    def labels(self, y: Tensor | None, n: int, device: torch.device) -> Tensor:
-        """Labels ``(n,)`` with ``None`` mapped to the null label (see :func:`class_labels`)."""
-        return class_labels(y, self.classes, n, device)
+        self.register_load_state_dict_pre_hook(legacy_label_keys)
 
     def forward(
-        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None
+        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None,
+        mask: Tensor | None = None, null: Tensor | None = None,
     ) -> tuple[Tensor, ...]:
-        parts = [u_t, *conditioning(self, (t, s), y, u_t.shape[0], u_t.device)]
-        h = self.net.features(torch.cat(parts, dim=-1))
+        c = self.conditioning((t, s), y, mask, null).vector
+        h = self.net.features(torch.cat([u_t, c], dim=-1))
         correction, delta = self.net.out(h).chunk(2, dim=-1)
         mu, log_sigma = posterior_form(u_t, t, s, correction, delta, self.sigma_min,
                                        self.log_sigma_bound)
@@ -114,7 +119,9 @@ def posterior_form(
 class ImagePredictor(nn.Module):
     r"""Non-causal convolutional predictor for images ``(N, C, H, W)``: the posterior form of
     :class:`MLPPredictor` with :math:`(\Delta, \delta)` from a :class:`~ntmdist.nets.UNet`
-    conditioned (FiLM) on the embeddings of :math:`t`, :math:`s` and the class label.
+    conditioned (FiLM) on the embeddings of :math:`t`, :math:`s` and the condition; the tokens
+    of a sequence condition also enter by cross-attention at the lowest resolution
+    (docs/design.md, section 5).
 
     Arguments:
         image_shape: :math:`(C, H, W)`.
@@ -122,8 +129,9 @@ class ImagePredictor(nn.Module):
             ``None``.
         width: U-Net channels at full resolution.
         mults: U-Net channel multipliers per resolution.
-        embedding: Size of each time (and class) embedding.
+        embedding: Size of each time (and condition) embedding.
         sigma_min, log_sigma_bound: As for :class:`MLPPredictor`.
+        context: As for :class:`MLPPredictor`.
 
     Example:
         >>> P = ImagePredictor((1, 8, 8), classes=10, width=16)
@@ -135,54 +143,27 @@ class ImagePredictor(nn.Module):
     def __init__(
         self, image_shape: tuple[int, int, int], classes: int | None = None, width: int = 64,
         mults: tuple[int, ...] = (1, 2), embedding: int = 64, sigma_min: float = 1e-2,
-        log_sigma_bound: float = 12.0,
+        log_sigma_bound: float = 12.0, *, context: int | tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.image_shape, self.classes = tuple(image_shape), classes
         self.features = int(torch.Size(image_shape).numel())
         self.sigma_min, self.log_sigma_bound = sigma_min, log_sigma_bound
-        self.embed_t = TimeEmbedding(embedding)
-        self.label = nn.Embedding(classes + 1, embedding) if classes else None
-        context = 2 * embedding + (embedding if classes else 0)
+        self.conditioning = Conditioning(ConditionSpec.of(classes, context), 2, embedding)
+        tokens = embedding if self.conditioning.spec.kind == "sequence" else 0
         channels = self.image_shape[0]
-        self.net = UNet(channels, 2 * channels, context, width=width, mults=tuple(mults))
+        self.net = UNet(channels, 2 * channels, self.conditioning.features, width=width,
+                        mults=tuple(mults), tokens=tokens)
+        self.register_load_state_dict_pre_hook(legacy_label_keys)
 
     def forward(
-        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None
+        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None,
+        mask: Tensor | None = None, null: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        parts = conditioning(self, (t, s), y, u_t.shape[0], u_t.device)
-        correction, delta = self.net(u_t, torch.cat(parts, dim=-1)).chunk(2, dim=1)
+        c, tokens, mask = self.conditioning((t, s), y, mask, null)
+        correction, delta = self.net(u_t, c, tokens, mask).chunk(2, dim=1)
         return posterior_form(u_t, t, s, correction, delta, self.sigma_min,
                               self.log_sigma_bound)
-
-
-def class_labels(y: Tensor | None, classes: int, n: int, device: torch.device) -> Tensor:
-    """Integer labels ``(n,)`` in ``0..classes``; ``None`` gives the null label ``classes``."""
-    if y is None:
-        return torch.full((n,), classes, dtype=torch.long, device=device)
-    if y.is_floating_point():
-        raise TypeError(f"class labels must be an integer tensor, got {y.dtype}")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) > classes):
-        raise ValueError(f"class labels must be in 0..{classes - 1}")
-    return y.expand(n).long()
-
-
-def conditioning(
-    module: nn.Module, times: Sequence[Tensor], y: Tensor | None, n: int, device: torch.device,
-    what: str = "predictor",
-) -> list[Tensor]:
-    """The embeddings ``module.embed_t(t)`` of ``times`` and, when ``module.label`` is a class
-    embedding, that of the labels ``y`` (``None``: the null label; see :func:`class_labels`).
-
-    Raises:
-        ValueError: Labels given to an unconditional ``module`` (named ``what``).
-    """
-    parts = [module.embed_t(t) for t in times]
-    if module.label is not None:
-        parts.append(module.label(class_labels(y, module.classes, n, device)))
-    elif y is not None:
-        raise ValueError(f"this {what} is unconditional (classes=None) but got labels y")
-    return parts
 
 
 class FlowMatchingPredictor(nn.Module):
@@ -202,11 +183,13 @@ class FlowMatchingPredictor(nn.Module):
     Arguments:
         velocity: A module called as ``velocity(x, t, y)`` with ``t`` of shape ``x.shape[:1]``
             (:class:`ntmdist.flow_matching.Velocity` or any other); it is trained with the head.
+            A sequence mask or null marks reach it as ``mask=``/``null=``.
         features: Number of dimensions of one example (the head's input and output size).
         classes: Number of classes (``None`` or label ``classes`` is the null label).
         width, depth, embedding: Size of the :math:`\delta` head and of its time embeddings.
         sigma_min: Floor :math:`\sigma_{min} > 0` of the step scale.
         log_sigma_bound: Soft bound on :math:`|\delta|`.
+        context: As for :class:`MLPPredictor` (the velocity's condition must be the same).
 
     Example:
         >>> from ntmdist.flow_matching import Velocity
@@ -221,24 +204,25 @@ class FlowMatchingPredictor(nn.Module):
     def __init__(
         self, velocity: nn.Module, features: int, classes: int | None = None, width: int = 128,
         depth: int = 2, embedding: int = 32, sigma_min: float = 1e-2,
-        log_sigma_bound: float = 12.0,
+        log_sigma_bound: float = 12.0, *, context: int | tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if not sigma_min > 0:
             raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
         self.velocity, self.features, self.classes = velocity, features, classes
         self.sigma_min, self.log_sigma_bound = sigma_min, log_sigma_bound
-        self.embed_t = TimeEmbedding(embedding)
-        self.label = nn.Embedding(classes + 1, embedding) if classes else None
-        inputs = features + 2 * embedding + (embedding if classes else 0)
+        self.conditioning = Conditioning(ConditionSpec.of(classes, context), 2, embedding)
+        inputs = features + self.conditioning.features
         self.head = ResidualMLP(inputs, features, width=width, depth=depth)
+        self.register_load_state_dict_pre_hook(legacy_label_keys)
 
     def forward(
-        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None
+        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None,
+        mask: Tensor | None = None, null: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         n = u_t.shape[0]
-        parts = [u_t.reshape(n, -1), *conditioning(self, (t, s), y, n, u_t.device)]
-        v = self.velocity(u_t, t, y)
+        parts = [u_t.reshape(n, -1), self.conditioning((t, s), y, mask, null).vector]
+        v = self.velocity(u_t, t, y, **extras(mask, null))
         shape = (n,) + (1,) * (u_t.dim() - 1)
         a, b, c = (w.reshape(shape) for w in posterior_coefficients(s, t))
         mu = a * u_t + b * (u_t - t.reshape(shape) * v)

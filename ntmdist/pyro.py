@@ -87,7 +87,7 @@ def sample_trajectory(
     _check_name(name)
     if not isinstance(dist, TrajectoryDistribution):
         raise TypeError(f"dist must be a TrajectoryDistribution, got {type(dist).__name__}")
-    T, ev = dist.steps_count, len(dist.level_shape)
+    T, ev = dist.T, len(dist.level_shape)
     loc = dist.grid.new_zeros(dist.batch_shape + dist.level_shape)
     x = pyro.sample(f"{name}_{T}", Normal(loc, torch.ones_like(loc)).to_event(ev))
     steps = dist.steps

@@ -7,7 +7,8 @@ r"""The distribution of a whole NTM trajectory :math:`x_{t_0:t_T}`.
 with :math:`(\mu_k, \sigma_k) = P(f(x_{t_k}, t_k), t_k, t_{k-1}, y)` and
 :math:`g_k = [h_k \circ]\, f(\cdot, t_{k-1})`. ``log_prob`` runs the transporter once over all
 levels and the predictor once over all steps, batched. Sampling stays in u-space and inverts
-the transporter once at the end.
+the transporter once at the end. The condition :math:`y` (labels, a context vector or a
+sequence; :mod:`ntmdist.conditioning`) sets the batch shape.
 
 References:
     | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
@@ -22,8 +23,9 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor, nn
 from torch.distributions import constraints
 
+from .conditioning import Condition
 from .schedule import trajectory_covariance
-from .step import ReverseStep, predict
+from .step import ReverseStep, predict, transport
 from .transforms import call_and_ladj, inverse, inverse_and_ladj
 from .validation import (
     check_generator,
@@ -59,10 +61,15 @@ class TrajectoryDistribution(TorchDistribution):
         predictor: Shared predictor :math:`P`.
         grid: Time grid ``(T+1,)`` or per example ``(*batch, T+1)``.
         event_shape: Shape of one level.
-        y: Optional labels (``batch_shape`` is taken from them).
+        y: Optional condition (``batch_shape`` is taken from it): a
+            :class:`~ntmdist.conditioning.Condition`, or a tensor of integer labels ``(*batch,)``
+            or context vectors ``(*batch, C)``.
         step_flow: Optional per-step bijector conditioned on predictor features.
         guidance: Classifier-free guidance weight used when sampling and in ``log_prob``.
         batch_shape: Explicit batch shape (broadcast with those of ``y`` and ``grid``).
+
+    :attr:`T` is the number of reverse steps; :attr:`steps` the list of
+    :class:`~ntmdist.step.ReverseStep`.
     """
 
     arg_constraints: dict = {}
@@ -70,25 +77,26 @@ class TrajectoryDistribution(TorchDistribution):
 
     def __init__(
         self, transporter: nn.Module, predictor: nn.Module, grid: Tensor,
-        event_shape: tuple[int, ...], y: Tensor | None = None,
+        event_shape: tuple[int, ...], y: Tensor | Condition | None = None,
         step_flow: nn.Module | None = None, guidance: float = 0.0,
         batch_shape: tuple[int, ...] = (), validate_args: bool | None = None,
     ) -> None:
         self.transporter, self.predictor, self.step_flow = transporter, predictor, step_flow
         self.level_shape = torch.Size(event_shape)
         grid = check_grid(grid, validate=False)
-        self.steps_count = grid.shape[-1] - 1
+        self.T = grid.shape[-1] - 1
+        condition = Condition.wrap(y, getattr(predictor, "classes", None))
         shapes = [torch.Size(batch_shape), grid.shape[:-1]]
-        if y is not None:
-            shapes.append(y.shape[:-1] if y.is_floating_point() else y.shape)
+        if condition is not None:
+            shapes.append(condition.batch_shape)
         try:
             batch = torch.broadcast_shapes(*shapes)
         except RuntimeError as error:
             raise ValueError(f"the batch shapes of batch_shape, grid and y do not broadcast: "
                              f"{', '.join(str(tuple(s)) for s in shapes)}") from error
-        self.grid, self.y = grid, y
+        self.grid, self.condition = grid, condition
         self.guidance = check_weight(guidance, "guidance")
-        event = torch.Size((self.steps_count + 1, *self.level_shape))
+        event = torch.Size((self.T + 1, *self.level_shape))
         super().__init__(batch, event, validate_args)
         if self._validate_args:
             check_grid(grid)
@@ -98,24 +106,27 @@ class TrajectoryDistribution(TorchDistribution):
         return constraints.independent(constraints.real, len(self.event_shape))
 
     @property
+    def y(self) -> Tensor | None:
+        """The condition's value (labels, context vectors or sequences), or ``None``."""
+        return None if self.condition is None else self.condition.value
+
+    @property
     def steps(self) -> list[ReverseStep]:
         """``steps[k-1]`` is :math:`p(x_{t_{k-1}} | x_{t_k})`, ``k = 1..T``."""
         g = self.grid
         return [
             ReverseStep(self.transporter, self.predictor, g[..., k - 1], g[..., k],
-                        self.level_shape, self.y, self.step_flow, self.guidance)
-            for k in range(1, self.steps_count + 1)
+                        self.level_shape, self.condition, self.step_flow, self.guidance)
+            for k in range(1, self.T + 1)
         ]
 
     def expand(self, batch_shape: tuple[int, ...], _instance: object = None
                ) -> TrajectoryDistribution:
         batch_shape = torch.Size(batch_shape)
-        y = None
-        if self.y is not None:
-            y = self.y.expand(batch_shape + self.y.shape[len(self.batch_shape) :])
+        condition = None if self.condition is None else self.condition.expand(batch_shape)
         return TrajectoryDistribution(
             self.transporter, self.predictor, self.grid.expand(*batch_shape, -1),
-            self.level_shape, y, self.step_flow, self.guidance, batch_shape,
+            self.level_shape, condition, self.step_flow, self.guidance, batch_shape,
             validate_args=self._validate_args,
         )
 
@@ -142,29 +153,30 @@ class TrajectoryDistribution(TorchDistribution):
             ) from e
 
     def _times(self, shape: torch.Size, ref: Tensor) -> Tensor:
-        return self.grid.to(ref).expand(*shape, self.steps_count + 1)
+        return self.grid.to(ref).expand(*shape, self.T + 1)
 
-    def _labels(self, shape: torch.Size) -> Tensor | None:
-        if self.y is None:
-            return None
-        return self.y.expand(torch.Size(shape) + self.y.shape[len(self.batch_shape) :])
+    def _condition(self, shape: torch.Size) -> Condition | None:
+        return None if self.condition is None else self.condition.expand(shape)
+
+    def _levels(self, condition: Condition | None) -> Condition | None:
+        """The condition with a trailing batch dimension that broadcasts against levels."""
+        return None if condition is None else condition.unsqueeze()
 
     # -- densities -------------------------------------------------------------------------
     def log_prob_levels(self, value: Tensor) -> Tensor:
         r"""Per-level terms ``(*batch, T+1)``: index 0 is the prior :math:`\log N(x_{t_T}; 0, I)`,
         index ``k`` the step :math:`\log p(x_{t_{k-1}} | x_{t_k})`. Their sum is ``log_prob``."""
         shape = self._check(value)
-        T, ev = self.steps_count, len(self.level_shape)
+        T, ev = self.T, len(self.level_shape)
         value = value.expand(*shape, *self.event_shape)
         grid = self._times(shape, value)
         lead = len(shape)
         low, top = value.narrow(lead, 0, T), value.select(lead, T)
-        u, ladj = call_and_ladj(self.transporter(grid[..., :T]), low, ev)
+        levels = self._levels(self._condition(shape))
+        u, ladj = call_and_ladj(transport(self.transporter, grid[..., :T], levels), low, ev)
         u_in = torch.cat([u.narrow(lead, 1, T - 1), top.unsqueeze(lead)], dim=lead)
-        y = self._labels(shape)
-        y = None if y is None else y.unsqueeze(lead).expand(*shape, T, *y.shape[lead:])
-        mu, log_sigma, h = predict(self.predictor, u_in, grid[..., 1:], grid[..., :-1], y, ev,
-                                   self.guidance)
+        mu, log_sigma, h = predict(self.predictor, u_in, grid[..., 1:], grid[..., :-1], levels,
+                                   ev, self.guidance)
         if self.step_flow is not None:
             u, ladj_h = call_and_ladj(self.step_flow(h), u, ev)
             ladj = ladj + ladj_h
@@ -212,18 +224,18 @@ class TrajectoryDistribution(TorchDistribution):
         transporter here."""
         check_generator(generator)
         shape = check_sample_shape(sample_shape) + self.batch_shape
-        ev, T = len(self.level_shape), self.steps_count
+        ev, T = len(self.level_shape), self.T
         ref = next(self.predictor.parameters(), self.grid)
         ref = ref if ref.is_floating_point() else self.grid
         grid = self._times(shape, ref)
         z = torch.randn((T + 1, *shape, *self.level_shape), generator=generator,
                         dtype=ref.dtype, device="cpu").to(ref.device)
-        y = self._labels(shape)
+        condition = self._condition(shape)
         us = [z[T]]
         total = _std_normal(z[T], ev) if logp else None
         for k in range(T, 0, -1):
-            mu, log_sigma, h = predict(self.predictor, us[0], grid[..., k], grid[..., k - 1], y,
-                                       ev, self.guidance)
+            mu, log_sigma, h = predict(self.predictor, us[0], grid[..., k], grid[..., k - 1],
+                                       condition, ev, self.guidance)
             v = mu + log_sigma.exp() * z[k - 1]
             u = v
             if logp:
@@ -248,8 +260,10 @@ class TrajectoryDistribution(TorchDistribution):
         """The trajectory from u-space levels ``[u_0..u_T]``: one batched transporter inversion
         of levels ``0..T-1`` (level T is noise, where the transporter is the identity), and its
         log-determinants per level when ``ladj``."""
-        lead, T = grid.dim() - 1, self.steps_count
-        low, transform = torch.stack(us[:T], dim=lead), self.transporter(grid[..., :T])
+        lead, T = grid.dim() - 1, self.T
+        levels = self._levels(self._condition(grid.shape[:-1]))
+        low = torch.stack(us[:T], dim=lead)
+        transform = transport(self.transporter, grid[..., :T], levels)
         if ladj:
             x, terms = inverse_and_ladj(transform, low, len(self.level_shape))
         else:
@@ -277,4 +291,5 @@ class TrajectoryDistribution(TorchDistribution):
         """Level 0 only, ``sample_shape + batch_shape + event``: T predictor steps in u-space and
         one transporter inversion (the fast path of ``NTM.sample``)."""
         us, _, grid = self._u_chain(torch.Size(sample_shape), generator, logp=False)
-        return inverse(self.transporter(grid[..., 0]), us[0])
+        transform = transport(self.transporter, grid[..., 0], self._condition(grid.shape[:-1]))
+        return inverse(transform, us[0])

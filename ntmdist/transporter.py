@@ -2,7 +2,11 @@ r"""The transporter :math:`u_t = f(x_t, t)`: a level-time conditioned invertible
 
 A stack of lazy bijector blocks, each called with the sinusoidal embedding of the level time
 :math:`t` as its context. It is the identity at :math:`t = 1` (the top level is pure noise) and,
-with zero-initialised blocks, the identity everywhere at the start of training.
+with zero-initialised blocks, the identity everywhere at the start of training. Optionally
+(``condition=``) the blocks' context is :math:`[e(t), \phi(y)]`, the time and the model's
+condition embedded by :class:`~ntmdist.conditioning.Conditioning`: :math:`f(x, t, y)` is still
+invertible in :math:`x` for a fixed condition, so every density stays exact (docs/design.md,
+section 5; the paper's transporter is condition-free, the default here too).
 
 References:
     | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
@@ -16,6 +20,7 @@ from numbers import Integral
 import torch
 from torch import Tensor, nn
 
+from .conditioning import Condition, Conditioning, ConditionSpec
 from .nets import TimeEmbedding
 from .transforms import ComposedBijector, MaskedAutoregressive, PatchCausalAffine, as_lazy
 from .transforms.base import Bijector, call_and_ladj, inverse, inverse_and_ladj
@@ -52,13 +57,19 @@ class Transporter(nn.Module):
 
     Arguments:
         blocks: Lazy bijectors (ntmdist, zuko ``LazyTransform`` or nflows ``Transform``), each
-            accepting a context of ``embedding`` features. No blocks: the identity (Gaussian
-            steps).
-        embedding: Size of the sinusoidal time embedding passed as context.
+            accepting a context of :attr:`context` features (``embedding``, or
+            ``2 * embedding`` with a condition). No blocks: the identity (Gaussian steps).
+        embedding: Size of the sinusoidal time embedding passed as context (and of the
+            condition's embedding).
         event_dim: Event dimensions the blocks act on.
+        condition: The model's condition (:class:`~ntmdist.conditioning.ConditionSpec`) when
+            the blocks are conditioned on it too; ``None`` (the default): time only.
 
     Calling ``transporter(t)`` with times ``t`` of shape ``(*,)`` returns the
-    ``torch.distributions.Transform`` :math:`x \mapsto f(x, t)` for inputs ``(*, *event)``.
+    ``torch.distributions.Transform`` :math:`x \mapsto f(x, t)` for inputs ``(*, *event)``;
+    a conditioned transporter is called as ``transporter(t, condition)`` with a
+    :class:`~ntmdist.conditioning.Condition` whose batch shape broadcasts with ``t``'s
+    (``None``: the null condition).
 
     Example:
         >>> f = Transporter.default(2)
@@ -69,42 +80,56 @@ class Transporter(nn.Module):
     """
 
     def __init__(
-        self, blocks: Sequence[nn.Module] = (), embedding: int = 32, event_dim: int = 1
+        self, blocks: Sequence[nn.Module] = (), embedding: int = 32, event_dim: int = 1,
+        condition: ConditionSpec | None = None,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(as_lazy(b, event_dim) for b in blocks)
         self.embedding = TimeEmbedding(embedding)
         self.event_dim = event_dim
+        self.conditioning = None
+        if condition is not None and condition.kind != "none":
+            self.conditioning = Conditioning(condition, times=0, embedding=embedding)
+
+    @property
+    def context(self) -> int:
+        """Context features of every block: the time embedding and, when conditioned, the
+        condition's embedding."""
+        extra = 0 if self.conditioning is None else self.conditioning.features
+        return self.embedding.features + extra
 
     @classmethod
     def default(
         cls, features: int, blocks: int = 2, univariate: str = "spline", embedding: int = 32,
         hidden: tuple[int, ...] = (128, 128), bins: int = 8, bound: float = 5.0,
-        passes: int | None = None,
+        passes: int | None = None, condition: ConditionSpec | None = None,
     ) -> Transporter:
-        """Masked autoregressive blocks with alternating order (DESIGN section 5, vectors);
-        ``passes`` groups the features (see :class:`~ntmdist.transforms.MaskedAutoregressive`)."""
+        """Masked autoregressive blocks with alternating order (docs/design.md, section 5,
+        vectors); ``passes`` groups the features (see
+        :class:`~ntmdist.transforms.MaskedAutoregressive`)."""
         order = torch.arange(features)
+        context = embedding * (1 + (condition is not None and condition.kind != "none"))
         made = [
             MaskedAutoregressive(
-                features, embedding, univariate, bins=bins, bound=bound, hidden=hidden,
+                features, context, univariate, bins=bins, bound=bound, hidden=hidden,
                 order=order if i % 2 == 0 else order.flip(0), passes=passes,
             )
             for i in range(blocks)
         ]
-        return cls(made, embedding=embedding)
+        return cls(made, embedding=embedding, condition=condition)
 
     @classmethod
     def default_image(
         cls, image_shape: Sequence[int], blocks: int = 2, patch: int | None = None,
         embedding: int = 32, width: int = 128, depth: int = 2, heads: int = 4,
+        condition: ConditionSpec | None = None,
     ) -> Transporter:
         """TarFlow blocks over patches with alternating raster order, for images ``(C, H, W)``.
 
         The patch size defaults to the largest of 4 and 2 that divides the height and the
         width and leaves at least 16 tokens, and to 1 (one token per pixel) when neither
         does, so every image shape gets a transporter; an explicit ``patch`` must divide
-        the height and the width.
+        the height and the width (docs/design.md, section 5).
 
         Example:
             >>> f = Transporter.default_image((1, 8, 8), width=16, depth=1)
@@ -120,19 +145,30 @@ class Transporter(nn.Module):
         if patch is None:
             patch = next((p for p in (4, 2)
                           if h % p == 0 and w % p == 0 and (h // p) * (w // p) >= 16), 1)
+        context = embedding * (1 + (condition is not None and condition.kind != "none"))
         made = [
-            PatchCausalAffine((c, h, w), patch, embedding, width, depth, heads,
+            PatchCausalAffine((c, h, w), patch, context, width, depth, heads,
                               reverse=i % 2 == 1)
             for i in range(blocks)
         ]
-        return cls(made, embedding=embedding, event_dim=3)
+        return cls(made, embedding=embedding, event_dim=3, condition=condition)
 
     @property
     def is_identity(self) -> bool:
         """Whether the transporter has no blocks (Gaussian reverse steps)."""
         return len(self.blocks) == 0
 
-    def forward(self, t: Tensor) -> Bijector:
+    def forward(self, t: Tensor, condition: Condition | None = None) -> Bijector:
         c = self.embedding(t)
+        if self.conditioning is not None:
+            if condition is None:
+                e = self.conditioning(())
+            else:
+                e = self.conditioning((), condition.value, **condition.extras())
+            e = e.vector
+            batch = torch.broadcast_shapes(t.shape, e.shape[:-1])
+            t, c = t.expand(batch), torch.cat([c.expand(*batch, -1), e.expand(*batch, -1)], -1)
+        elif condition is not None:
+            raise ValueError("this transporter is condition-free but got a condition")
         inner = ComposedBijector([b(c) for b in self.blocks], self.event_dim)
         return _AtTime(inner, t >= 1, self.event_dim)

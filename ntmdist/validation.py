@@ -39,7 +39,6 @@ __all__ = [
     "check_weight",
     "magnitude_limit",
     "reference",
-    "sample_labels",
     "validating",
 ]
 
@@ -237,42 +236,20 @@ def check_weight(w: object, name: str) -> float:
     return float(w)
 
 
-def check_data(x: object, y: object, event_shape: torch.Size, ref: Tensor) -> Tensor | None:
-    """Check the type and shape of data ``x`` ``(*batch, *event_shape)`` (NaN and inf are
-    refused by :meth:`Schedule.sample`, magnitudes by ``log_prob``) and return labels ``y`` as a
-    tensor on ``ref``'s device (``None`` stays ``None``), checked to match the batch of ``x``
-    (integer labels ``batch``, float context ``(*batch, C)``)."""
+def check_data(x: object, event_shape: torch.Size, ref: Tensor, batched: bool = True) -> None:
+    """Check the type and shape of data ``x`` ``(*batch, *event_shape)``, with at least one
+    batch dimension when ``batched`` (NaN and inf are refused by :meth:`Schedule.sample`,
+    magnitudes by ``log_prob``).
+
+    Raises:
+        TypeError: As :func:`check_tensor`.
+        ValueError: A wrong shape.
+    """
     check_tensor(x, "data", ref)
     n = len(event_shape)
-    if x.dim() < n + 1 or x.shape[x.dim() - n :] != event_shape:
+    if x.dim() < n + batched or x.shape[x.dim() - n :] != event_shape:
+        batch = "batch" if batched else "*batch"
         raise ValueError(
-            f"data must have shape (batch, {', '.join(map(str, event_shape))}), "
+            f"data must have shape ({batch}, {', '.join(map(str, event_shape))}), "
             f"got {tuple(x.shape)}"
         )
-    if y is None:
-        return None
-    y = torch.as_tensor(y, device=ref.device)
-    batch = x.shape[: x.dim() - n]
-    shape = y.shape[:-1] if y.is_floating_point() else y.shape
-    try:
-        ok = torch.broadcast_shapes(shape, batch) == batch
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise ValueError(f"labels y of shape {tuple(y.shape)} do not match the data batch "
-                         f"shape {tuple(batch)}")
-    return y
-
-
-def sample_labels(y: object, n: int, device: torch.device) -> Tensor:
-    """Labels for ``n`` samples: one label (repeated) or ``n`` labels, as a tensor on ``device``.
-
-    Example:
-        >>> sample_labels(3, 2, torch.device("cpu")).tolist()
-        [3, 3]
-    """
-    y = torch.as_tensor(y, device=device)
-    if y.dim() > 1 or y.numel() not in (1, n):
-        raise ValueError(f"labels y must be one label or {n} labels (one per sample), "
-                         f"got shape {tuple(y.shape)}")
-    return y.expand(n)

@@ -13,46 +13,44 @@ Reference:
 from __future__ import annotations
 
 import copy
-import math
 
+import torch
 from torch import nn
 
+from .conditioning import ConditionSpec
 from .predictor import FlowMatchingPredictor
 
 __all__ = ["flow_matching_predictor"]
 
 
 def flow_matching_predictor(
-    velocity: nn.Module, event_shape: tuple[int, ...] | None = None, classes: int | None = None,
-    predictor_options: dict | None = None,
-) -> tuple[FlowMatchingPredictor, tuple[int, ...], int | None, dict]:
-    """``(predictor, event_shape, classes, config entries)`` for a velocity module.
+    event_shape: torch.Size, condition: ConditionSpec, step_context: int, velocity: nn.Module,
+    **options: object,
+) -> FlowMatchingPredictor:
+    """The named predictor ``"flow_matching"`` (:data:`ntmdist.defaults.PREDICTORS`): a
+    :class:`~ntmdist.predictor.FlowMatchingPredictor` around a copy of ``velocity`` with the
+    model's condition.
 
     The velocity is deep-copied and made trainable (``requires_grad_(True)``: a frozen argument,
-    e.g. :func:`ntmdist.train.fit`'s ``ema_model``, would otherwise stay frozen). ``event_shape``
-    and ``classes`` default to the velocity's attributes of those names; the config entries
-    record the velocity's own config (or ``"custom"``) so a checkpoint rebuilds the model.
+    e.g. :func:`ntmdist.train.fit`'s ``ema_model``, would otherwise stay frozen). A velocity that
+    has a condition (``velocity.conditioning.spec``) must have the model's.
 
     Example:
         >>> from ntmdist.flow_matching import Velocity
-        >>> predictor, shape, classes, entries = flow_matching_predictor(Velocity(2, width=8))
-        >>> shape, classes, entries["predictor"]
-        ((2,), None, 'flow_matching')
+        >>> P = flow_matching_predictor(torch.Size([2]), ConditionSpec.of(context=3), 0,
+        ...                             Velocity(2, width=8, context=3))
+        >>> P(torch.randn(4, 2), torch.full((4,), 0.5), torch.full((4,), 0.2),
+        ...   torch.randn(4, 3))[0].shape
+        torch.Size([4, 2])
     """
     if not isinstance(velocity, nn.Module):
         raise TypeError("velocity must be a module called as velocity(x, t, y)")
-    if event_shape is None:
-        event_shape = getattr(velocity, "event_shape", None)
-    if event_shape is None:
-        raise ValueError("pass event_shape= for a velocity without an event_shape attribute")
-    classes = getattr(velocity, "classes", None) if classes is None else classes
-    rebuild = callable(getattr(velocity, "config", None))
-    velocity_config = velocity.config() if rebuild else {"backbone": "custom"}
+    if step_context:
+        raise ValueError("predictor 'flow_matching' gives no features for a per-step bijector")
+    own = getattr(getattr(velocity, "conditioning", None), "spec", None)
+    if own is not None and own != condition:
+        raise ValueError(f"the velocity takes {own} but the model {condition}: build the "
+                         "velocity with the same classes= or context=")
     velocity = copy.deepcopy(velocity).requires_grad_(True)
-    predictor = FlowMatchingPredictor(velocity, math.prod(event_shape), classes,
-                                      **(predictor_options or {}))
-    entries = {
-        "predictor": "flow_matching", "predictor_options": dict(predictor_options or {}),
-        "velocity": "custom" if velocity_config.get("backbone") == "custom" else velocity_config,
-    }
-    return predictor, tuple(event_shape), classes, entries
+    return FlowMatchingPredictor(velocity, event_shape.numel(), condition.classes,
+                                 context=condition.context, **options)

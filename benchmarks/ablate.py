@@ -27,6 +27,7 @@ Usage::
     python benchmarks/ablate.py --tag multi-t --train-steps 4 8   # the paper's multi-T training
     python benchmarks/ablate.py --tag iwae-4 --train-particles 4 --batch-size 128  # IWAE loss
     python benchmarks/ablate.py --tag quick --steps 300        # a smoke run
+    python benchmarks/ablate.py --print benchmarks/results/ablate.jsonl  # every run as a table
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import torch
 import zuko
-from _results import append_row
+from _results import append_row, read_results, runs_table
 from toy2d import nll_of, nsf_loss
 
 import ntmdist as nd
@@ -109,7 +110,11 @@ def run(args: argparse.Namespace) -> dict:
     return row
 
 
-def main(argv: list[str] | None = None) -> dict:
+COLUMNS = [("tag", "tag", ""), ("NLL (nats)", "nll", ".4f"), ("on support", "on_support", ".2%"),
+           ("energy", "energy", ".5f"), ("train s", "train_s", ".0f")]
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tag", default="default", help="name of this run in the table")
     p.add_argument("--model", choices=("ntm", "nsf"), default="ntm",
@@ -150,7 +155,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--out", type=Path, default=HERE / "results" / "ablate.jsonl")
+    p.add_argument("--print", nargs="+", type=Path, metavar="JSONL",
+                   help="only print the saved runs as a table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    p = build_parser()
     args = p.parse_args(argv)
+    if args.print:
+        for path in args.print:
+            print(runs_table(read_results(path), p, COLUMNS), end="\n\n")
+        return None
     if args.model == "nsf" and args.train_particles != 1:
         p.error("--train-particles trains an NTM; zuko NSF's NLL is exact (--model nsf)")
     row = run(args)

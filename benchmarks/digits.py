@@ -1,4 +1,4 @@
-"""8x8 digits benchmark (DESIGN section 7): NTM T=4 vs Gaussian T=4 vs flow matching vs zuko
+"""8x8 digits benchmark: NTM T=4 vs Gaussian T=4 vs flow matching vs zuko
 NSF/MAF, class-conditional, on scikit-learn's bundled digits (1797 images, no download).
 
 Data: ``ntmdist.data.digits`` split once (seed 0, independent of ``--seed``) into 1497 training
@@ -77,6 +77,7 @@ Usage::
     python benchmarks/digits.py --quick          # 40 steps, 200 samples (a smoke run, ~3 min)
     python benchmarks/digits.py --no-fm-init     # without the issue-5 rows
     python benchmarks/digits.py --device cuda --steps 10000 --batch-size 256
+    python benchmarks/digits.py --print benchmarks/results/digits.json  # re-print saved tables
 
 Writes ``benchmarks/results/digits.json`` and prints markdown tables with ratios.
 """
@@ -94,7 +95,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import zuko
-from _results import write_results
+from _results import read_results, write_results
 from torch import Tensor, nn
 
 import ntmdist as nd
@@ -451,7 +452,15 @@ def tables(rows: list[dict], floor: dict, classifier: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> None:
+def print_tables(paths: list[Path]) -> None:
+    """Re-print the tables of saved JSON results (``--print``)."""
+    for path in paths:
+        saved = read_results(path)
+        print(tables(saved["results"], saved["floor"], saved["classifier"]))
+        print(f"\ntotal {saved['total_s']:.0f} s", end="\n\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 40 steps, 20 samples per class, 8 particles")
@@ -478,7 +487,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="steps of the learned denoiser (default: --steps)")
     parser.add_argument("--classifier", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "digits.json")
-    args = parser.parse_args(argv)
+    parser.add_argument("--print", nargs="+", type=Path, metavar="JSON",
+                        help="only re-print the tables of saved results")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.print:
+        return print_tables(args.print)
     if args.quick:
         args.steps, args.particles, args.bits_points, args.per_class = 40, 8, 50, 20
     previous = torch.get_num_threads()

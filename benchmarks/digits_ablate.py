@@ -28,6 +28,7 @@ Usage::
     python benchmarks/digits_ablate.py --tag fm-init-1000 --from-fm 1000
     python benchmarks/digits_ablate.py --tag denoisers --denoisers 333:128 1000:256
     python benchmarks/digits_ablate.py --tag quick --steps 20 --per-class 10   # a smoke run
+    python benchmarks/digits_ablate.py --print benchmarks/results/digits_ablate.jsonl  # a table
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 
 import torch
-from _results import append_row
+from _results import append_row, read_results, runs_table
 from digits import (
     CLASSES,
     EVENT,
@@ -136,7 +137,12 @@ def learned(model: nd.NTM, bench: Bench, spec: str, seed: int) -> dict:
             f"{key}sample_s": judged["sample_s"], f"{key}train_s": train_s}
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
+COLUMNS = [("tag", "tag", ""), ("bits/dim", "bits", ".3f"), ("Frechet", "frechet", ".1f"),
+           ("Frechet, tweedie", "tweedie_frechet", ".1f"), ("accuracy", "accuracy", ".1%"),
+           ("params", "params", ","), ("train s", "train_s", ".0f")]
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tag", default="default", help="name of this run in the table")
     p.add_argument("--steps", type=int, default=1000, help="NTM steps (fine-tuning steps)")
@@ -165,11 +171,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--out", type=Path, default=HERE / "results" / "digits_ablate.jsonl")
-    return p.parse_args(argv)
+    p.add_argument("--print", nargs="+", type=Path, metavar="JSONL",
+                   help="only print the saved runs as a table")
+    return p
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict | None:
     args = parse(argv)
+    if args.print:
+        for path in args.print:
+            print(runs_table(read_results(path), build_parser(), COLUMNS), end="\n\n")
+        return None
     row = run(args)
     row = append_row(args, row)
     print(f"{row['tag']}: {row['bits']:.3f} bits/dim, Frechet {row['frechet']:.2f} "

@@ -18,6 +18,7 @@ Usage::
 
     python benchmarks/passes.py                 # 600 steps, passes 2 4 8 64: about 15 minutes
     python benchmarks/passes.py --steps 50 --passes 2 64 --particles 4   # a smoke run
+    python benchmarks/passes.py --print benchmarks/results/passes.json   # re-print saved tables
 
 Writes ``benchmarks/results/passes.json`` and prints a table.
 """
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from _results import write_results
+from _results import read_results, write_results
 from _timing import seconds, table
 
 import ntmdist as nd
@@ -88,7 +89,7 @@ def report(rows: list[dict]) -> str:
         ("train s", "train_s", ".0f")])
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -99,7 +100,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "passes.json")
+    parser.add_argument("--print", nargs="+", type=Path, metavar="JSON",
+                        help="only re-print the tables of saved results")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.print:
+        for path in args.print:
+            print(report(read_results(path)["results"]), end="\n\n")
+        return
     if any(not 1 <= p <= D for p in args.passes):
         parser.error(f"--passes must be in 1..{D}")
     torch.set_num_threads(args.threads)

@@ -255,7 +255,7 @@ def print_tables(paths: list[Path]) -> None:
     print(tables([r for s in saved for r in s["results"]], samples.pop()))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: two_moons, 2000 simulations, observations 1-2, 1000 "
@@ -280,7 +280,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "sbi.json")
     parser.add_argument("--print", nargs="+", type=Path, metavar="JSON",
                         help="only re-print the tables of saved results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.print:
         return print_tables(args.print)
     for key, value in (QUICK if args.quick else FULL).items():

@@ -1,4 +1,4 @@
-"""Speed benchmark (DESIGN section 7): NTM throughput against zuko and flow matching.
+"""Speed benchmark: NTM throughput against zuko and flow matching.
 
 All models are untrained (speed does not depend on the weights: no code path here stops early)
 and float32. The NTM is the library default for vectors, ``NTM((D,), Schedule(T, t_min=0.05))``
@@ -40,6 +40,7 @@ Usage::
     python benchmarks/speed.py                    # full, CPU, 1 thread: about 6 minutes
     python benchmarks/speed.py --quick            # small sizes, few repeats, no compile (smoke)
     python benchmarks/speed.py --no-compile --device cuda --threads 4
+    python benchmarks/speed.py --print benchmarks/results/speed.json  # re-print saved tables
 
 Writes ``benchmarks/results/speed.json``.
 """
@@ -53,7 +54,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from _results import write_results
+from _results import read_results, write_results
 from _timing import count, ntm, peak_memory, seconds, table, train_step, zuko_flow
 from torch.distributions import Distribution
 
@@ -271,7 +272,7 @@ def report(results: dict) -> str:
     return "\n\n".join(parts)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--device", default="cpu")
@@ -290,7 +291,17 @@ def main(argv: list[str] | None = None) -> None:
                         metavar=("D", "T", "BATCH"), help="the point varied one axis at a time")
     parser.add_argument("--memory-batches", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
-    args = parser.parse_args(argv)
+    parser.add_argument("--print", nargs="+", type=Path, metavar="JSON",
+                        help="only re-print the tables of saved results")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.print:
+        for path in args.print:
+            print(report(read_results(path)["results"]), end="\n\n")
+        return
     if args.quick:
         args.dims, args.steps, args.batch, args.repeats = [2, 16], [4], 64, 2
         args.samples, args.compile_dims = [256, 32], [2]

@@ -1,4 +1,4 @@
-"""2D toy benchmark (DESIGN section 7): NTM T=4 vs Gaussian T=4 vs flow matching vs zuko NSF.
+"""2D toy benchmark: NTM T=4 vs Gaussian T=4 vs flow matching vs zuko NSF.
 
 Every model sees the same data stream, optimiser steps, batch size and learning-rate schedule
 (``ntmdist.train.fit``: AdamW, warm-up, cosine decay, EMA; peak lr 2e-3 for every model), side
@@ -37,6 +37,7 @@ Usage::
     python benchmarks/toy2d.py --no-fm-init     # without the issue-5 rows
     python benchmarks/toy2d.py --no-paper       # without the paper-configuration row
     python benchmarks/toy2d.py --toys checkerboard --train-particles 4  # + the IWAE-trained NTM
+    python benchmarks/toy2d.py --print benchmarks/results/toy2d_*.json  # re-print saved tables
 
 Writes ``benchmarks/results/toy2d.json`` and prints one table per toy with ratios.
 """
@@ -44,14 +45,13 @@ Writes ``benchmarks/results/toy2d.json`` and prints one table per toy with ratio
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
 import zuko
-from _results import write_results
+from _results import read_results, write_results
 
 import ntmdist as nd
 from ntmdist.data import TOYS, toy
@@ -190,7 +190,9 @@ def fmt(v: float | None, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], floor: float | None = None) -> str:
+    """The markdown table of one toy's rows; ``floor`` is the energy distance's noise floor
+    (:func:`data_floor`, computed when not given)."""
     ref = next(r for r in rows if r["model"].startswith("flow matching Euler 64"))
     lines = [
         f"### {rows[0]['toy']}",
@@ -205,7 +207,7 @@ def table(rows: list[dict]) -> str:
             f"| {r['energy']:.5f} | {r['train_s']:.0f} | {r['sample_s']:.3f} "
             f"| {r['sample_s'] / ref['sample_s']:.2f}x |"
         )
-    floor = data_floor(rows[0]["toy"])
+    floor = data_floor(rows[0]["toy"]) if floor is None else floor
     lines.append("")
     lines.append(f"Noise floor of the energy distance: {floor:.5f} between two independent "
                  "draws of 10k data points (values within a few times it are ties).")
@@ -223,14 +225,15 @@ def data_floor(name: str) -> float:
 
 
 def print_tables(paths: list[Path]) -> None:
-    """Re-print the tables of saved JSON results (``--print``)."""
+    """Re-print the tables of saved JSON results (``--print``), with their saved noise floors."""
     for path in paths:
-        rows = json.loads(path.read_text())["results"]
+        saved = read_results(path)
+        rows, floors = saved["results"], saved.get("floors", {})
         for name in dict.fromkeys(r["toy"] for r in rows):
-            print(table([r for r in rows if r["toy"] == name]), end="\n\n")
+            print(table([r for r in rows if r["toy"] == name], floors.get(name)), end="\n\n")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="300 steps on the checkerboard")
     parser.add_argument("--toys", nargs="+", default=None, choices=sorted(TOYS))
@@ -258,7 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "toy2d.json")
     parser.add_argument("--print", nargs="+", type=Path, metavar="JSON",
                         help="only re-print the tables of saved results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.print:
         return print_tables(args.print)
     if args.quick:
@@ -268,15 +275,16 @@ def main(argv: list[str] | None = None) -> None:
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        results = []
+        results, floors = [], {}
         for name in toys:
             rows = run_toy(name, args)
-            print(table(rows), flush=True)
+            floors[name] = data_floor(name)
+            print(table(rows, floors[name]), flush=True)
             print(flush=True)
             results.extend(rows)
     finally:
         torch.set_num_threads(previous)
-    write_results(args, results=results)
+    write_results(args, results=results, floors=floors)
 
 
 if __name__ == "__main__":

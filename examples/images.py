@@ -25,6 +25,12 @@ Training is :func:`ntmdist.train.fit` (AdamW, EMA, tqdm progress, atomic checkpo
 initialised from the environment (NCCL on CUDA, gloo on the CPU), fit wraps the loss in DDP and
 every rank draws its own batches (``--batch-size`` is per rank). On CUDA the loss runs under
 bf16 autocast by default (``--no-bf16`` to turn it off); evaluation and sampling run in float32.
+``--compile`` compiles the training loss with ``torch.compile`` (``--compile BACKEND`` picks the
+backend; inductor by default).
+
+The predictor is the FiLM U-Net (``--predictor unet``, width 32) or a DiT-style transformer over
+2x2 patch tokens (``--predictor transformer``, :class:`ntmdist.dit.TransformerPredictor`, width
+64, 5 blocks, 4 heads: about the U-Net's parameter count on 8x8 digits).
 
 At the end rank 0 evaluates the EMA weights and writes ``DIR/samples.png`` (a row per class,
 with ``--guidance``, or an unconditional grid), ``DIR/trajectories.png`` (sampled
@@ -57,6 +63,7 @@ from torch import Tensor, nn
 
 import ntmdist as nd
 from ntmdist.checkpoint import load_checkpoint, plain
+from ntmdist.dit import TransformerPredictor
 from ntmdist.metrics import bits_per_dim
 from ntmdist.plots import image_grid, trajectory_strip
 from ntmdist.train import fit
@@ -64,7 +71,9 @@ from ntmdist.train import fit
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH_SIZE, LR, T = 2000, 128, 1e-3, 4
 T_MIN = (0.0, 0.05)  # level-0 time drawn per example in training; evaluated at t_0 = 0
-TRANSPORTER_WIDTH, TRANSPORTER_DEPTH, PREDICTOR_WIDTH = 64, 2, 32
+TRANSPORTER_WIDTH, TRANSPORTER_DEPTH = 64, 2
+PREDICTOR_WIDTH = {"unet": 32, "transformer": 64}  # about 0.4 M parameters each on 8x8 digits
+TRANSFORMER = dict(depth=5, heads=4)  # patches of 2x2 pixels where the image size allows
 GUIDANCE, PER_CLASS, MAX_CLASS_ROWS, UNCONDITIONAL_SAMPLES, TRAJECTORIES = 1.0, 10, 16, 64, 6
 PARTICLES, EVAL_SIZE, EVAL_TRAJECTORIES = 64, 300, 4096  # IWAE chunks: particles * rows <= 4096
 PATCH_COUNT, CHECKPOINT_EVERY = 20_000, 500
@@ -93,25 +102,34 @@ def start_distributed(device: torch.device) -> tuple[int, int]:
 
 def build_model(shape: tuple[int, int, int], classes: int | None,
                 args: argparse.Namespace) -> nd.NTM:
+    width = args.predictor_width or PREDICTOR_WIDTH[args.predictor]
+    transporter_options = dict(width=args.transporter_width, depth=args.transporter_depth)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        model = nd.NTM(
-            shape, nd.Schedule(steps=args.T, t_min=T_MIN), classes=classes,
-            transporter_options=dict(width=args.transporter_width, depth=args.transporter_depth),
-            predictor_options=dict(width=args.predictor_width),
-        )
+        if args.predictor == "unet":
+            model = nd.NTM(shape, nd.Schedule(steps=args.T, t_min=T_MIN), classes=classes,
+                           transporter_options=transporter_options,
+                           predictor_options=dict(width=width))
+        else:
+            patch = 2 if shape[1] % 2 == 0 and shape[2] % 2 == 0 else 1
+            predictor = TransformerPredictor(shape, classes, patch=patch, width=width,
+                                             **TRANSFORMER)
+            model = nd.NTM(shape, nd.Schedule(steps=args.T, t_min=T_MIN), classes=classes,
+                           transporter_options=transporter_options, predictor=predictor)
     return model.to(torch.float32)
 
 
-def autocast_loss(device: torch.device, bf16: bool) -> Callable[..., Tensor]:
-    """``loss_fn`` for :func:`fit`: the model's loss, under bf16 autocast when ``bf16``."""
+def autocast_loss(device: torch.device, bf16: bool,
+                  backend: str | None = None) -> Callable[..., Tensor]:
+    """``loss_fn`` for :func:`fit`: the model's loss, under bf16 autocast when ``bf16``,
+    compiled by ``torch.compile`` with ``backend`` when one is given."""
 
     def loss_fn(model: nd.NTM, x: Tensor, y: Tensor | None,
                 generator: torch.Generator) -> Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return model.loss(x, y, generator=generator).float()
 
-    return loss_fn
+    return loss_fn if backend is None else torch.compile(loss_fn, backend=backend)
 
 
 def digest(state: dict[str, Tensor]) -> str:
@@ -135,6 +153,11 @@ def held_out_bits(model: nd.NTM, images: Images, particles: int,
                                       particles, generator) for i in range(0, n, rows)])
     nats = -bound.mean().item() / model.features
     return float(bits_per_dim(nats, images.log_scale)), nats
+
+
+def parameters(module: nn.Module) -> int:
+    """The number of parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def displayable(x: Tensor) -> Tensor:
@@ -187,7 +210,10 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--T", type=int, default=T, help="reverse steps")
     p.add_argument("--transporter-width", type=int, default=TRANSPORTER_WIDTH)
     p.add_argument("--transporter-depth", type=int, default=TRANSPORTER_DEPTH)
-    p.add_argument("--predictor-width", type=int, default=PREDICTOR_WIDTH)
+    p.add_argument("--predictor", choices=("unet", "transformer"), default="unet")
+    p.add_argument("--predictor-width", type=int,
+                   help=f"default: {PREDICTOR_WIDTH['unet']} (unet), "
+                        f"{PREDICTOR_WIDTH['transformer']} (transformer)")
     p.add_argument("--guidance", type=float, default=GUIDANCE)
     p.add_argument("--per-class", type=int, default=PER_CLASS, help="samples per class row")
     p.add_argument("--particles", type=int, default=PARTICLES, help="IWAE particles")
@@ -195,6 +221,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast of the loss (default: on for CUDA, off on the CPU)")
+    p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile the training loss (backend: inductor by default)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "images")
     p.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY)
     p.add_argument("--resume", action="store_true", help="continue from DIR/model.pt")
@@ -233,12 +261,13 @@ def main(argv: list[str] | None = None) -> dict | None:
         if rank == 0:
             print(f"{images.name}: {len(train.values)} training and {len(test.values)} held-out "
                   f"images {tuple(images.values.shape[1:])}, {images.classes or 'no'} classes; "
-                  f"{world} process(es) on {device}, bf16 {bf16}"
+                  f"{world} process(es) on {device}, bf16 {bf16}, {args.predictor} predictor "
+                  f"({parameters(model.predictor):,} parameters)"
                   + (f"; resuming from step {resumed} of {path}" if resumed is not None else ""))
         result = fit(model, sampler(train), steps=args.steps, batch_size=args.batch_size,
                      lr=args.lr, checkpoint=path, checkpoint_every=args.checkpoint_every,
                      resume=args.resume, seed=args.seed, progress=args.progress, device=device,
-                     loss_fn=autocast_loss(device, bf16))
+                     loss_fn=autocast_loss(device, bf16, args.compile))
         if args.report_weights:
             report = {"rank": rank, "world_size": world, "step": result.step,
                       "model": digest(result.model.state_dict()),
@@ -262,7 +291,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         "log_scale_per_dim": images.log_scale, "particles": args.particles,
         "held_out": len(test.values), "step": result.step, "world_size": world,
         "batch_size_per_rank": args.batch_size, "T": args.T, "guidance": args.guidance,
-        "device": str(device), "bf16": bf16, "train_seconds_this_run": round(result.elapsed, 2),
+        "predictor": args.predictor, "predictor_parameters": parameters(model.predictor),
+        "device": str(device), "bf16": bf16, "compile": args.compile,
+        "train_seconds_this_run": round(result.elapsed, 2),
         "sample_seconds_per_100": round(100 * seconds, 4),
         "final_loss": losses[-1] if losses else None,
     }

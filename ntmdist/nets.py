@@ -3,8 +3,11 @@ r"""Plain networks: time embeddings, residual MLPs, masked (MADE) MLPs and a sma
 References:
     | Attention Is All You Need (Vaswani et al., 2017), arXiv 1706.03762 (sinusoidal embedding)
     | MADE: Masked Autoencoder for Distribution Estimation (Germain et al., 2015), arXiv 1502.03509
-    | U-Net (Ronneberger et al., 2015), arXiv 1505.04597; FiLM (Perez et al., 2017),
-      arXiv 1709.07871; the DDPM U-Net (Ho et al., 2020), arXiv 2006.11239
+    | U-Net: Convolutional Networks for Biomedical Image Segmentation (Ronneberger et al.,
+      2015), arXiv 1505.04597
+    | FiLM: Visual Reasoning with a General Conditioning Layer (Perez et al., 2017),
+      arXiv 1709.07871
+    | Denoising Diffusion Probabilistic Models (Ho et al., 2020), arXiv 2006.11239 (the U-Net)
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 from torch import Tensor, nn
@@ -98,21 +99,29 @@ class Transporter(nn.Module):
         cls, image_shape: Sequence[int], blocks: int = 2, patch: int | None = None,
         embedding: int = 32, width: int = 128, depth: int = 2, heads: int = 4,
     ) -> Transporter:
-        """TarFlow blocks over patches with alternating raster order (DESIGN section 5,
-        images). The patch size defaults to the largest of 4, 2, 1 that leaves at least 16
-        tokens and divides the height and width.
+        """TarFlow blocks over patches with alternating raster order, for images ``(C, H, W)``.
+
+        The patch size defaults to the largest of 4 and 2 that divides the height and the
+        width and leaves at least 16 tokens, and to 1 (one token per pixel) when neither
+        does, so every image shape gets a transporter; an explicit ``patch`` must divide
+        the height and the width.
 
         Example:
             >>> f = Transporter.default_image((1, 8, 8), width=16, depth=1)
             >>> f.blocks[0].patch, f(torch.full((2,), 0.5))(torch.randn(2, 1, 8, 8)).shape
             (2, torch.Size([2, 1, 8, 8]))
+            >>> Transporter.default_image((1, 3, 4), width=16, depth=1).blocks[0].patch
+            1
         """
-        c, h, w = image_shape
+        shape = tuple(image_shape)
+        if len(shape) != 3 or not all(isinstance(v, Integral) and v >= 1 for v in shape):
+            raise ValueError(f"image_shape must be (C, H, W) of positive integers, got {shape}")
+        c, h, w = (int(v) for v in shape)
         if patch is None:
-            patch = next(p for p in (4, 2, 1)
-                         if h % p == 0 and w % p == 0 and (h // p) * (w // p) >= 16)
+            patch = next((p for p in (4, 2)
+                          if h % p == 0 and w % p == 0 and (h // p) * (w // p) >= 16), 1)
         made = [
-            PatchCausalAffine(image_shape, patch, embedding, width, depth, heads,
+            PatchCausalAffine((c, h, w), patch, embedding, width, depth, heads,
                               reverse=i % 2 == 1)
             for i in range(blocks)
         ]

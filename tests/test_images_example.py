@@ -102,6 +102,20 @@ def test_single_process_on_a_folder_with_class_subfolders(tmp_path):
     assert metrics["log_scale_per_dim"] == pytest.approx(math.log(2 / 256))
 
 
+def test_transformer_predictor_with_bf16_and_compile(tmp_path):
+    """The transformer predictor trains through the bf16 autocast and ``torch.compile`` paths
+    (CPU; the ``eager`` backend captures the graphs without generating code)."""
+    out = tmp_path / "dit"
+    printed = run("--predictor", "transformer", "--bf16", "--compile", "eager", "--steps", "2",
+                  "--out", str(out), *TINY)
+    assert "bf16 True, transformer predictor" in printed
+    state = check_outputs(out, step=2, world=1)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["predictor"] == "transformer" and metrics["compile"] == "eager"
+    assert metrics["bf16"] and metrics["predictor_parameters"] > 0
+    assert any(k.startswith("predictor.blocks.") for k in state["model"])
+
+
 def test_folder_reading(tmp_path):
     rng = np.random.default_rng(1)
     pixels = [rng.integers(0, 256, (8, 6), dtype=np.uint8) for _ in range(3)]

@@ -16,7 +16,7 @@ zero-initialised block starts as the identity.
 
 References:
     | Masked Autoregressive Flow for Density Estimation (Papamakarios et al., 2017),
-    | arXiv 1705.07057
+      arXiv 1705.07057
     | Neural Spline Flows (Durkan et al., 2019), arXiv 1906.04032
     | Density estimation using Real NVP (Dinh et al., 2017), arXiv 1605.08803
 """

@@ -283,13 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the options left unset with the defaults of ``--quick`` or of the full run."""
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.print:
         return print_tables(args.print)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    resolve(args)
     sbibm = load_sbibm()
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)

@@ -13,6 +13,7 @@ import torch
 from _scripts import ROOT, load_script
 
 bench = load_script(ROOT / "benchmarks" / "sbi.py", "sbi_benchmark")
+_results = sys.modules["_results"]  # the helpers the script imported
 
 
 def test_split_holds_out_a_tenth_without_overlap():
@@ -82,6 +83,17 @@ def test_tables_give_mean_spread_and_ratios(tmp_path, capsys):
     paths[1].write_text(json.dumps({"config": {"samples": 1000}, "results": [rows[1]]}))
     with pytest.raises(ValueError, match="different --samples"):
         bench.main(["--print", *map(str, paths)])
+
+
+@pytest.mark.parametrize("argv", [[], ["--quick"], ["--quick", "--tasks", "slcp", "--lr", "5"]])
+def test_saved_options_give_back_the_command(argv):
+    """docs/benchmarks.md shows each JSON's command: the flags of the resolved options it saved
+    parse back to the same run."""
+    parser = bench.build_parser()
+    args = bench.resolve(parser.parse_args(argv))
+    config = {k: str(v) if k == "out" else v for k, v in vars(args).items()}
+    again = bench.resolve(parser.parse_args(_results.flags(parser, config)))
+    assert vars(again) == vars(args)
 
 
 def test_missing_sbibm_names_the_extra(monkeypatch):

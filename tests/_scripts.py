@@ -10,14 +10,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def load_script(path: Path, name: str):
     """The module of the script at ``path``, registered as ``name``; the script's folder is put on
-    ``sys.path`` first, as when it runs, so that it finds its sibling helpers."""
+    ``sys.path`` first while it is imported, as when it runs, so that it finds its sibling
+    helpers, and taken off again: scripts named like packages (``examples/sbi.py``) must not
+    shadow them for the tests that come later."""
     folder = str(path.parent)
-    if folder not in sys.path:
+    added = folder not in sys.path
+    if added:
         sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(module)
+    finally:
+        if added:
+            sys.path.remove(folder)
     return module
 
 

@@ -3,6 +3,9 @@ other without cycles (imports inside functions included), nothing lower imports 
 higher (core < training < cli), and the old import path of the fit loop still works."""
 
 import ast
+import importlib
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +156,16 @@ def test_the_upper_layers_are_not_imported_by_ntmdist():
     loaded = run_python("import sys, ntmdist\nprint(sorted(m for m in sys.modules "
                         "if m.startswith(('ntmdist.training', 'ntmdist.cli', 'ntmdist.train'))))")
     assert loaded == "[]"
+
+
+def test_every_module_imports():
+    """``--doctest-ignore-import-errors`` (pyproject) lets the doctests of an optional
+    integration go uncollected when its package is missing: every other module must import, and
+    the optional one must name its extra."""
+    optional = {"ntmdist.integrations.sbi": ("sbi", "ntmdist[sbi]")}
+    for name in sorted(import_graph()):
+        if name in optional and importlib.util.find_spec(optional[name][0]) is None:
+            with pytest.raises(ImportError, match=re.escape(optional[name][1])):
+                importlib.import_module(name)
+        else:
+            importlib.import_module(name)

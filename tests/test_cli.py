@@ -101,6 +101,26 @@ def test_resume_continues_from_checkpoint_step(tmp_path, capsys):
     assert "another configuration" in err
 
 
+def test_resume_from_a_checkpoint_of_an_earlier_version(tmp_path, capsys):
+    """The saved config is compared with the new model's once both are in the current form: a
+    checkpoint written before the conditioning keys (and with the old names) resumes; another
+    width is still refused."""
+    base = ["fit", "two_moons", "--out", str(tmp_path), "--no-baseline", *TINY]
+    cli.main([*base, "--steps", "2"])
+    path = tmp_path / "model.pt"
+    state = load_checkpoint(path)
+    config = state["meta"]["model"]
+    config["label_dropout"] = config.pop("condition_dropout")
+    del config["context"], config["condition_transporter"]
+    save_checkpoint(path, state)
+    with pytest.warns(UserWarning, match="run of 2 steps"):
+        assert cli.main([*base, "--steps", "3", "--resume"]) == 0
+    assert "resuming from step 2" in capsys.readouterr().out
+    assert load_checkpoint(path)["step"] == 3
+    err = usage_error(capsys, [*base, "--steps", "4", "--resume", "--width", "8"])
+    assert "another configuration" in err
+
+
 def test_fit_on_npy(tmp_path):
     data = tmp_path / "points.npy"
     np.save(data, np.random.default_rng(0).normal(size=(50, 3)))

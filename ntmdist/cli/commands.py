@@ -25,7 +25,7 @@ from ..metrics import energy_distance, fraction_on_support
 from ..model import NTM
 from ..schedule import Schedule
 from ..training import fit
-from ..training.checkpoint import load_checkpoint, plain
+from ..training.checkpoint import load_checkpoint, plain, same_config
 from .evaluation import (
     EVAL_SEED,
     UsageError,
@@ -71,7 +71,7 @@ def _train(args: argparse.Namespace, model: NTM, data: Any, path: Path, label: s
             state = load_checkpoint(path)
         except ValueError as error:
             raise UsageError(f"cannot resume: {error}") from error
-        if state.get("meta", {}).get("model") != plain(model.config()):
+        if not same_config(state.get("meta", {}).get("model"), model):
             raise UsageError(f"cannot resume from {str(path)!r}: it holds a model with another "
                              "configuration; use the same options or another --out")
         print(f"{label}: resuming from step {state['step']} of {path}")

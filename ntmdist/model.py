@@ -24,16 +24,11 @@ from .validation import (
     check_event_shape,
     check_tensor,
     check_values,
+    renamed,
     validating,
 )
 
 __all__ = ["NTM"]
-
-
-def _renamed(new: object, old: object, name: str, old_name: str) -> object:
-    if new is not None and old is not None:
-        raise TypeError(f"pass {name}= or its old name {old_name}=, not both")
-    return old if new is None else new
 
 
 class NTM(Bounds, nn.Module):
@@ -113,12 +108,12 @@ class NTM(Bounds, nn.Module):
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a Schedule or None, got {type(schedule).__name__}")
         name = "train_T" if train_steps is None else "train_steps"
-        train_T = _renamed(train_T, train_steps, "train_T", "train_steps")
+        train_T = renamed(train_T, train_steps, "train_T", "train_steps")
         if train_T is not None and (not isinstance(train_T, (tuple, list)) or len(train_T) == 0):
             raise TypeError(f"{name} must be a non-empty tuple of numbers of steps such as "
                             f"(4, 8), got {train_T!r}")
         self.condition = ConditionSpec.of(classes, context)
-        dropout = _renamed(condition_dropout, label_dropout, "condition_dropout",
+        dropout = renamed(condition_dropout, label_dropout, "condition_dropout",
                            "label_dropout")
         p = (0.1 if classes else 0.0) if dropout is None else dropout
         if not 0 <= p < 1:

@@ -29,8 +29,9 @@ from torch import Tensor, nn
 
 from .conditioning import Conditioning, ConditionSpec, dropout_mask, extras, legacy_label_keys
 from .config import register_part
-from .nets import ResidualMLP, UNet
+from .nets import ResidualMLP
 from .schedule import Schedule, posterior_coefficients
+from .unet import UNet
 from .validation import renamed
 
 __all__ = ["Velocity", "ancestral", "euler", "heun", "sample", "velocity_loss"]
@@ -55,7 +56,7 @@ class Velocity(nn.Module):
     part when unconditional) and the backbone computes ``backbone(x, c)`` of the shape of ``x``.
     The default backbone is that of the default predictor: for vectors the residual MLP
     (width 256, depth 4) on :math:`[x, c]`, for images ``(C, H, W)`` the FiLM-conditioned
-    :class:`~ntmdist.nets.UNet` (width 64; ``depth`` unused; sequence tokens also enter by
+    :class:`~ntmdist.unet.UNet` (width 64; ``depth`` unused; sequence tokens also enter by
     cross-attention); pass ``backbone=`` for other events.
 
     Arguments:

@@ -93,8 +93,9 @@ def from_flow_matching(
             (``requires_grad_(True)``) even when the argument is frozen, e.g. the
             ``ema_model`` of :func:`ntmdist.train.fit`. Freeze
             ``model.predictor.velocity`` afterwards to fine-tune the rest only.
-        schedule, transporter, transporter_options, train_T, train_particles, context_net,
-            condition_dropout, condition_transporter: As for :class:`~ntmdist.NTM`.
+        schedule, transporter, transporter_options: As for :class:`~ntmdist.NTM`.
+        train_T, train_particles, context_net, condition_dropout, condition_transporter:
+            As for :class:`~ntmdist.NTM`.
         event_shape, classes, context: Default to the velocity's (its ``event_shape``
             and condition); a velocity with a condition must have the model's.
         predictor_options: Keyword arguments of

@@ -95,6 +95,21 @@ class _Block(nn.Module):
         return h + gate2 * self.mlp(_modulate(self.norm2(h), shift2, scale2))
 
 
+_RENAMED = {"embed.label.": "conditioning.label.", "embed.vector.": "conditioning.context.",
+            "embed.token.": "conditioning.token.", "embed.null": "conditioning.null"}
+
+
+def _legacy_keys(module: nn.Module, state: dict, prefix: str, *args: object) -> None:
+    """A ``load_state_dict`` pre-hook: before the shared conditioning module, the transformer
+    kept its condition embeddings under ``embed.`` (label and vector models load unchanged; a
+    sequence model's pooling is new)."""
+    for key in [k for k in state if k.startswith(prefix + "embed.")]:
+        rest = key[len(prefix):]
+        old = next((o for o in _RENAMED if rest.startswith(o)), None)
+        if old is not None:
+            state[prefix + _RENAMED[old] + rest[len(old):]] = state.pop(key)
+
+
 def _zero(layer: nn.Linear) -> nn.Linear:
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
@@ -163,6 +178,7 @@ class TransformerPredictor(nn.Module):
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.ada = _zero(nn.Linear(width, 2 * width))
         self.out = _zero(nn.Linear(width, 2 * c * patch * patch))
+        self.register_load_state_dict_pre_hook(_legacy_keys)
 
     def forward(
         self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None,

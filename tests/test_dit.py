@@ -342,3 +342,22 @@ def test_config_round_trip_of_a_transformer_ntm(kind):
     traj = model(y, mask=mask).sample(generator=torch.Generator().manual_seed(1))
     lp = model(y, mask=mask).log_prob(traj)
     assert torch.isfinite(lp).all() and torch.equal(clone(y, mask=mask).log_prob(traj), lp)
+
+
+@pytest.mark.parametrize("kind", ["labels", "vector"])
+def test_state_dicts_written_before_the_shared_conditioning_load(kind):
+    """The transformer kept its condition embeddings under ``embed.`` (``embed.label``,
+    ``embed.vector``, ``embed.null``): such state dicts load, to the same outputs."""
+    P = small(kind, scale=0.2)
+    names = {"conditioning.label.": "embed.label.", "conditioning.context.": "embed.vector.",
+             "conditioning.null": "embed.null"}
+    old = {}
+    for key, value in P.state_dict().items():
+        new = next((n for n in names if key.startswith(n)), None)
+        old[key if new is None else names[new] + key[len(new):]] = value
+    assert any(k.startswith("embed.") for k in old)
+    clone = small(kind, seed=1)
+    clone.load_state_dict(old)  # strict
+    u, t, s = inputs(3)
+    y, _ = condition(kind, 3)
+    assert all(torch.equal(a, b) for a, b in zip(clone(u, t, s, y), P(u, t, s, y), strict=True))

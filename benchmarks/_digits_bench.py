@@ -230,9 +230,11 @@ class Bench:
 
     def ntm(self, table: str, label: str, model: nd.NTM, meta: dict, guidance: float = 0.0,
             denoise: str | None = None, **row: Any) -> dict:
-        """A row of ``model.sample``, at ``row["T"]`` steps when given (else the model's)."""
+        """A row of ``model.sample``, at ``row["T"]`` steps when given (else the model's);
+        params: the NTM's without its learned denoiser."""
         grid = model.schedule.with_steps(row["T"]) if "T" in row else None
-        row = dict(params=params(model), predictor_params=params(model.predictor),
+        own = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("denoiser."))
+        row = dict(params=own, predictor_params=params(model.predictor),
                    steps=meta["steps"], train_s=meta["train_s"]) | row
         return self.add(table, label, lambda y, g: model.sample(
             len(y), y, guidance=guidance, denoise=denoise, generator=g, schedule=grid),

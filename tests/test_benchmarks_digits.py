@@ -167,6 +167,8 @@ def test_parts_in_two_processes_share_models_merge_print_and_plot(tmp_path, monk
     assert {"NTM multi-T T=16 learned", "NTM T=8", "Gaussian T=16", "Gaussian multi-T T=8",
             "flow matching Euler 16", "flow matching Heun NFE 64",
             "NTM T=4 transformer (same steps)"} <= {r["model"] for r in b["results"]}
+    multi = next(r for r in b["results"] if r["model"] == "NTM multi-T T=4")
+    assert multi["params"] == ntm["params"]  # the NTM's own, though a denoiser is attached
     learned = next(r for r in a["results"] if r["model"] == "NTM T=4 learned")
     assert learned["steps"] == 3 and learned["nfe"] == 5 and not learned["inversion"]
     assert len(a["references"]) == 3
@@ -200,16 +202,48 @@ def test_fewer_fine_tuning_steps_add_a_scratch_row(tmp_path, capsys):
     assert "| NTM T=4 scratch 2 | 2 |" in printed
 
 
-def test_saved_results_with_the_former_table_key_print_the_warm_start_table(capsys):
-    """Results written before --parts (one draw against the held-out images) file the
-    warm-start rows under "issue5"; they print alone, without a diagnosis."""
-    path = ROOT / "benchmarks" / "results" / "digits.json"
-    saved = json.loads(path.read_text())
-    assert {r["table"] for r in saved["results"]} == {"main", "issue5"}
+FORMER = {  # the layout of results written before --parts (benchmarks/results/digits.json)
+    "config": {"steps": 1000, "per_class": 500, "fm_init": True,
+               "out": "/elsewhere/benchmarks/results/digits.json"},
+    "classifier": {"accuracy": 0.9933, "trained_now": False, "recipe": {"version": 1}},
+    "floor": {"frechet": 37.2279, "accuracy": 1.0, "n": 1497}, "total_s": 2849.0,
+    "results": [
+        {"table": "main", "model": "NTM T=4", "guidance": 0.0, "params": 618866, "steps": 1000,
+         "train_s": 291.65, "bits": 2.018, "frechet": 43.988, "accuracy": 0.9914,
+         "sample_s": 2.09},
+        {"table": "main", "model": "NTM T=4", "guidance": 1.0, "params": 618866, "steps": 1000,
+         "train_s": 291.65, "bits": 2.018, "frechet": 63.989, "accuracy": 1.0, "sample_s": 4.6},
+        {"table": "main", "model": "flow matching Euler 64", "guidance": 0.0, "params": 377537,
+         "steps": 1000, "train_s": 46.0, "bits": None, "frechet": 32.713, "accuracy": 0.964,
+         "sample_s": 25.6},
+        {"table": "issue5", "model": "NTM T=4 learned", "guidance": 0.0, "params": 50000,
+         "steps": 1000, "train_s": 194.0, "bits": 2.018, "frechet": 41.02, "accuracy": 0.991,
+         "sample_s": 0.78},
+    ],
+}
+
+
+def test_results_written_before_parts_print_alone_with_the_columns_they_have(tmp_path, capsys):
+    """One draw against the held-out images; the warm-start rows under the former table key
+    "issue5"; no diagnosis. With results of today, they print alone and the others merge."""
+    path = tmp_path / "digits.json"
+    path.write_text(json.dumps(FORMER))
     bench.main(["--print", str(path)])
     printed = capsys.readouterr().out
     heading = "### digits: warm start from flow matching, and denoisers"
     assert heading in printed and "| NTM T=4 learned |" in printed.split(heading)[1]
-    assert "| NTM T=4 | 618,866 | 1000 | 292 | 2.018 | 0.82x | 43.99 | 1.34x |" in printed
+    assert "quality against the held-out images)" in printed
+    assert "| NTM T=4 | 618,866 | 1000 | 292 | 2.018 | 43.99 | 1.34x | 99.1% |" in printed
+    assert "| NTM T=4 | 1 | 63.99 | 1.96x | 100.0% |" in printed
     assert "| training images (1497) | 37.23 | 100.0% |" in printed
-    assert "diagnosis" not in printed
+    assert "KID" not in printed and "diagnosis" not in printed
+    config = {**{key: 1 for key in _digits_tables.SHARED}, "draws": 3, "per_class": 2}
+    today = dict(config=config, classifier=FORMER["classifier"], references=[],
+                 parts=["steps"], total_s=5.0, results=rows_for_diagnosis(30.05))
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    paths[0].write_text(json.dumps(today))
+    paths[1].write_text(json.dumps(dict(today, parts=["main"], results=[])))
+    bench.main(["--print", str(path), *map(str, paths)])
+    printed = capsys.readouterr().out
+    assert printed.count("### digits: diagnosis") == 1 and "total 2849 s" in printed
+    assert "total 10 s (steps 5 s, main 5 s)" in printed

@@ -35,22 +35,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _digits_bench import Bench, ntm_bits, params
+from _digits_data import CLASSES, EVENT, TRANSPORTER, WIDTH, load_classifier, split
+from _digits_quality import Quality, stat
 from _results import append_row, read_results, runs_table
-from digits import (
-    CLASSES,
-    EVENT,
-    TRANSPORTER,
-    WIDTH,
-    Bench,
-    Judge,
-    load_classifier,
-    ntm_bits,
-    params,
-    split,
-)
+from torch import Tensor
 
 import ntmdist as nd
 from ntmdist.alignment import MeanAlignment
@@ -82,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     data = split()
     net, _, _ = load_classifier(data)
-    bench = Bench(args, data, Judge(net, data.held_x))
+    bench = Bench(args, data, Quality(net, data))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         model, velocity = build(args)
@@ -92,8 +85,8 @@ def run(args: argparse.Namespace) -> dict:
         velocity, row["fm_train_s"] = bench.train(velocity, args.from_fm, fit=fit_velocity,
                                                   label_dropout=0.1)
         for n in (4, 64):
-            fm = bench.add("fm", f"fm{n}", lambda y, n=n: fm_sample(velocity, len(y), steps=n,
-                                                                   y=y, generator=bench.g))
+            fm = judged(bench, f"fm{n}", lambda y, g, n=n: fm_sample(velocity, len(y), steps=n,
+                                                                    y=y, generator=g))
             row[f"fm{n}_frechet"], row[f"fm{n}_accuracy"] = fm["frechet"], fm["accuracy"]
         schedule = nd.Schedule(4, t_min=(0.0, 0.05), shift=args.shift)
         with torch.random.fork_rng(devices=[]):
@@ -112,10 +105,8 @@ def run(args: argparse.Namespace) -> dict:
     row["train_s"] = time.perf_counter() - start
     row["bits"] = ntm_bits(model, data, args, bench.g, bench.device)
     for key, options in (("", {}), ("tweedie_", {"denoise": "tweedie"})):
-        judged = bench.add("ntm", key, lambda y, o=options: model.sample(len(y), y,
-                                                                         generator=bench.g, **o))
-        row[f"{key}frechet"], row[f"{key}accuracy"] = judged["frechet"], judged["accuracy"]
-        row[f"{key}sample_s"] = judged["sample_s"]
+        row.update({key + k: v for k, v in judged(bench, key, lambda y, g, o=options: (
+            model.sample(len(y), y, generator=g, **o))).items()})
     row["params"] = params(model)
     for spec in args.denoisers:
         row.update(learned(model, bench, spec, args.seed))
@@ -133,11 +124,19 @@ def learned(model: nd.NTM, bench: Bench, spec: str, seed: int) -> dict:
     result.apply_ema()
     model.denoiser.eval()
     train_s = time.perf_counter() - start
-    judged = bench.add("ntm", f"learned {spec}", lambda y: model.sample(
-        len(y), y, denoise="learned", generator=bench.g))
+    scores = judged(bench, f"learned {spec}", lambda y, g: model.sample(
+        len(y), y, denoise="learned", generator=g))
     key = f"learned_{steps}x{width}_"
-    return {f"{key}frechet": judged["frechet"], f"{key}accuracy": judged["accuracy"],
-            f"{key}sample_s": judged["sample_s"], f"{key}train_s": train_s}
+    return {key + k: v for k, v in {**scores, "train_s": train_s}.items()}
+
+
+def judged(bench: Bench, name: str, sampler: Callable[[Tensor, torch.Generator], Tensor]
+           ) -> dict[str, float]:
+    """The Frechet distance of one draw of samples to the held-out images, their accuracy and
+    the seconds per 1000 samples."""
+    row = bench.add("ablate", name, sampler)
+    return dict(frechet=stat(row, "held", "frechet")[0],
+                accuracy=stat(row, None, "accuracy")[0], sample_s=row["sample_s"])
 
 
 COLUMNS = [("tag", "tag", ""), ("bits/dim", "bits", ".3f"), ("Frechet", "frechet", ".1f"),

@@ -33,12 +33,14 @@ RESULTS = HERE / "results"
 @dataclass(frozen=True)
 class Benchmark:
     """A benchmark script ``benchmarks/{script}.py``, its results ``benchmarks/results/{glob}``
-    and what a reader needs to know first."""
+    and what a reader needs to know first; ``merged``: the files are parts of one run, printed
+    together by one ``--print``."""
 
     script: str
     results: str
     title: str
     about: str
+    merged: bool = False
 
 
 BENCHMARKS = (
@@ -52,13 +54,20 @@ BENCHMARKS = (
               "IWAE bound with 256 particles for NTMs (an upper bound), exact for NSF. On "
               "support: the fraction of 10k samples on the checkerboard's squares. Energy "
               "distance of 10k samples to 10k held-out points."),
-    Benchmark("digits", "digits.json", "8x8 digits", "Class-conditional models on "
+    Benchmark("digits", "digits*.json", "8x8 digits", "Class-conditional models on "
               "scikit-learn's 8x8 digits (1497 training and 300 held-out images): bits per "
               "dimension on the dequantised pixel scale (NTM: IWAE bound with 64 particles; zuko "
-              "NSF/MAF: exact, at equal steps and at equal wall-clock), the Frechet distance of "
-              "5000 samples to the held-out images in the features of a small classifier, the "
-              "fraction of samples classified as their label, classifier-free guidance, and "
-              "the NTM initialised from flow matching or sampled with denoisers."),
+              "NSF/MAF: exact, at equal steps and at equal wall-clock); sample quality in the "
+              "features of a small classifier, over several independent draws of samples "
+              "(Frechet distance, KID, precision and recall against the training images and "
+              "against the held-out images, and the fraction of samples classified as their "
+              "label); classifier-free guidance; the NTM initialised from flow matching or "
+              "sampled with denoisers; quality against the number of network evaluations (the "
+              "NTM at T = 4, 8, 16 against flow matching Euler and Heun and the Gaussian chain; "
+              "plotted by `--plot docs/digits_steps.png`); the transformer predictor against "
+              "the U-Net. Results of separate processes (`--parts`) print merged, with a "
+              "diagnosis written from the numbers. Results written before `--parts` judged one "
+              "draw against the held-out images only.", merged=True),
     Benchmark("passes", "passes.json", "Sequential passes of the vector bijectors",
               "The vector bijectors' inverses (run by sampling) take one network pass per group "
               "of features: bits/dim of the flattened digits (D = 64) against the sampling rate "
@@ -92,11 +101,11 @@ otherwise: compare the ratios within one table.
 """
 
 
-def _printed(module: object, path: Path) -> str:
-    """What ``module.main(["--print", path])`` prints."""
+def _printed(module: object, paths: list[Path]) -> str:
+    """What ``module.main(["--print", *paths])`` prints."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        module.main(["--print", str(path)])
+        module.main(["--print", *map(str, paths)])
     return out.getvalue().strip()
 
 
@@ -114,7 +123,10 @@ def section(bench: Benchmark) -> str:
         if isinstance(saved, dict):
             argv = flags(module.build_parser(), {**saved["config"], "out": str(path)})
             parts.append(f"Command: `{shlex.join(['python', script, *argv])}`")
-        parts.append(_printed(module, path))
+        if not bench.merged:
+            parts.append(_printed(module, [path]))
+    if bench.merged:
+        parts.append(_printed(module, paths))
     return "\n\n".join(parts)
 
 

@@ -16,8 +16,11 @@ core was busy.
 
     python examples/demo.py                 # the same as `make demo`
     python examples/demo.py --steps 4000    # any `ntmdist fit` option overrides the defaults
+    python examples/demo.py --figure docs/samples.png   # also the README's picture
 """
 
+import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,7 +32,12 @@ DEFAULTS = ["--steps", "2000", "--lr", "2e-3", "--width", "128", "--depth", "3",
             "--transporter-width", "64", "--threads", "1"]
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--figure", type=Path, help="copy samples.png there (the README's)")
+    args, rest = parser.parse_known_args(sys.argv[1:])
     begin = time.perf_counter()
-    main(["fit", "checkerboard", "--out", str(OUT), *DEFAULTS, *sys.argv[1:]])
+    main(["fit", "checkerboard", "--out", str(OUT), *DEFAULTS, *rest])
+    if args.figure is not None:
+        shutil.copyfile(OUT / "samples.png", args.figure)
     print(f"demo finished in {time.perf_counter() - begin:.0f} s: see {OUT / 'samples.png'} "
           f"and {OUT / 'metrics.json'}")

@@ -5,17 +5,17 @@ matching) on a tiny budget."""
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from _models import seeded
 from _scripts import load_script
 
-import ntmdist as nd
-
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 ablate = load_script(BENCH / "digits_ablate.py", "digits_ablate_benchmark")
-digits = load_script(BENCH / "digits.py", "digits_benchmark")
+import _digits_bench  # noqa: E402  (on sys.path once a script is loaded)
+import _digits_data  # noqa: E402
 
 
 def built(*argv: str):
@@ -25,10 +25,8 @@ def built(*argv: str):
 
 def test_no_knobs_is_the_benchmark_ntm():
     model, velocity = built()
-    with seeded(0):
-        reference = nd.NTM(digits.EVENT, nd.Schedule(4, t_min=(0.0, 0.05)), classes=10,
-                           transporter_options=digits.TRANSPORTER,
-                           predictor_options=dict(width=digits.WIDTH))
+    with seeded(0):  # digits.py's "NTM T=4"
+        reference = _digits_bench.MODELS["NTM T=4"][0](SimpleNamespace(shift=0.0))
     assert velocity is None
     a, b = model.state_dict(), reference.state_dict()
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
@@ -44,7 +42,7 @@ def test_knobs_change_what_they_name():
     assert sum(p.numel() for p in model.predictor.parameters()) < sum(
         p.numel() for p in default.predictor.parameters())
     model, velocity = built("--from-fm", "5")
-    assert model is None and velocity.event_shape == torch.Size(digits.EVENT)
+    assert model is None and velocity.event_shape == torch.Size(_digits_data.EVENT)
 
 
 @pytest.mark.slow

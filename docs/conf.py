@@ -33,6 +33,9 @@ autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
+# ntmdist.integrations.sbi subclasses a class of the optional sbi package (its extra): the
+# reference documents it without installing sbi
+autodoc_mock_imports = ["sbi"]
 
 # design.md, ablations.md and benchmarks.md are Markdown with $...$ and $$...$$ mathematics
 myst_enable_extensions = ["dollarmath", "amsmath"]

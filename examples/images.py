@@ -29,7 +29,7 @@ bf16 autocast by default (``--no-bf16`` to turn it off); evaluation and sampling
 backend; inductor by default).
 
 The predictor is the FiLM U-Net (``--predictor unet``, width 32) or a DiT-style transformer over
-2x2 patch tokens (``--predictor transformer``, :class:`ntmdist.dit.TransformerPredictor`, width
+2x2 patch tokens (``--predictor transformer``, :class:`ntmdist.TransformerPredictor`, width
 64, 5 blocks, 4 heads: about the U-Net's parameter count on 8x8 digits).
 
 At the end rank 0 evaluates the EMA weights and writes ``DIR/samples.png`` (a row per class,
@@ -63,10 +63,9 @@ from torch import Tensor, nn
 
 import ntmdist as nd
 from ntmdist.cli.plots import image_grid, trajectory_strip
-from ntmdist.dit import TransformerPredictor
 from ntmdist.metrics import bits_per_dim
 from ntmdist.training import fit
-from ntmdist.training.checkpoint import load_checkpoint, plain
+from ntmdist.training.checkpoint import load_checkpoint, same_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH_SIZE, LR, T = 2000, 128, 1e-3, 4
@@ -106,16 +105,13 @@ def build_model(shape: tuple[int, int, int], classes: int | None,
     transporter_options = dict(width=args.transporter_width, depth=args.transporter_depth)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        if args.predictor == "unet":
-            model = nd.NTM(shape, nd.Schedule(steps=args.T, t_min=T_MIN), classes=classes,
-                           transporter_options=transporter_options,
-                           predictor_options=dict(width=width))
-        else:
+        options: dict = dict(width=width)
+        if args.predictor == "transformer":
             patch = 2 if shape[1] % 2 == 0 and shape[2] % 2 == 0 else 1
-            predictor = TransformerPredictor(shape, classes, patch=patch, width=width,
-                                             **TRANSFORMER)
-            model = nd.NTM(shape, nd.Schedule(steps=args.T, t_min=T_MIN), classes=classes,
-                           transporter_options=transporter_options, predictor=predictor)
+            options.update(patch=patch, **TRANSFORMER)
+        model = nd.NTM(shape, nd.Schedule(steps=args.T, t_min=T_MIN), classes=classes,
+                       transporter_options=transporter_options, predictor=args.predictor,
+                       predictor_options=options)
     return model.to(torch.float32)
 
 
@@ -192,7 +188,7 @@ def check_resume(path: Path, model: nn.Module) -> int | None:
     if not path.is_file():
         return None
     state = load_checkpoint(path)
-    if state.get("meta", {}).get("model") != plain(model.config()):
+    if not same_config(state.get("meta", {}).get("model"), model):
         raise ValueError(f"cannot resume from {str(path)!r}: it holds a model with another "
                          "configuration; use the same options or another --out")
     return int(state["step"])

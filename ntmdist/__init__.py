@@ -7,6 +7,7 @@ whole trajectory has an exact likelihood (Gu et al., 2026, arXiv 2605.08078).
 from importlib.metadata import PackageNotFoundError, version
 
 from . import conditioning, distill, flow_matching, pyro, transforms
+from .dit import TransformerPredictor
 from .guidance import combine as guidance_combine
 from .model import NTM
 from .predictor import MLPPredictor
@@ -26,6 +27,7 @@ __all__ = [
     "ReverseStep",
     "Schedule",
     "TrajectoryDistribution",
+    "TransformerPredictor",
     "Transporter",
     "__version__",
     "conditioning",

@@ -82,7 +82,8 @@ class ConditionSpec:
         """``y.shape`` without the condition's own dimensions."""
         return y.shape[: y.dim() - len(self.shape)]
 
-    def _expected(self) -> str:
+    def expected(self) -> str:
+        """What a condition of this kind is, for error messages."""
         if self.kind == "labels":
             return "an integer tensor of labels (*batch,)"
         what = "context vectors" if self.kind == "vector" else "sequences"
@@ -114,13 +115,13 @@ class ConditionSpec:
             if not torch.is_tensor(y):
                 y = torch.as_tensor(y, dtype=None if ref is None else ref.dtype, device=device)
             if not y.is_floating_point():
-                raise TypeError(f"the condition y must be {self._expected()} of floating point "
+                raise TypeError(f"the condition y must be {self.expected()} of floating point "
                                 f"numbers, got dtype {y.dtype} (integer labels are for models "
                                 "with classes=)")
             check_tensor(y, "the context y", ref)
             n = len(self.shape)
             if y.dim() < n or tuple(y.shape[y.dim() - n:]) != self.shape:
-                raise ValueError(f"the condition y must be {self._expected()}, got shape "
+                raise ValueError(f"the condition y must be {self.expected()}, got shape "
                                  f"{tuple(y.shape)}")
         if mask is not None:
             mask = self._check_mask(mask, y)
@@ -132,7 +133,7 @@ class ConditionSpec:
     def _check_mask(self, mask: object, y: Tensor) -> Tensor:
         if self.kind != "sequence":
             raise ValueError(f"mask= is for sequence contexts (context=(L, E)); this model takes "
-                             f"{self._expected()}")
+                             f"{self.expected()}")
         if not torch.is_tensor(mask) or mask.dtype != torch.bool:
             raise TypeError(f"mask must be a boolean tensor (*batch, {self.shape[0]}), True for "
                             f"a real token, got {getattr(mask, 'dtype', type(mask).__name__)}")

@@ -113,9 +113,7 @@ class Conditioning(nn.Module):
                 mask: Tensor | None = None, null: Tensor | None = None) -> Embedded:
         if len(times) != self.times:
             raise ValueError(f"expected {self.times} times, got {len(times)}")
-        if y is not None and not self.conditional:
-            raise ValueError("this network is unconditional (classes=None, context=None) but "
-                             "got a condition y")
+        self._check(y, mask, null)
         parts = [self.embed_t(t) for t in times]
         batch = torch.broadcast_shapes(*(t.shape for t in times))
         if not self.conditional:
@@ -140,6 +138,30 @@ class Conditioning(nn.Module):
         if tokens is None:
             return Embedded(vector)
         return Embedded(vector, tokens.expand(*batch, -1, -1), mask.expand(*batch, -1))
+
+    def _check(self, y: Tensor | None, mask: Tensor | None, null: Tensor | None) -> None:
+        """Kinds and shapes of a network's condition (values are for :class:`ConditionSpec`)."""
+        spec = self.spec
+        if y is not None and not self.conditional:
+            raise ValueError("this network is unconditional (classes=None, context=None) but "
+                             "got a condition y")
+        if y is not None and spec.kind != "labels":
+            n = len(spec.shape)
+            if not y.is_floating_point():
+                raise TypeError(f"the condition y must be {spec.expected()} of floating point "
+                                f"numbers, got dtype {y.dtype}")
+            if y.dim() < n or tuple(y.shape[y.dim() - n:]) != spec.shape:
+                raise ValueError(f"the condition y must be {spec.expected()}, got shape "
+                                 f"{tuple(y.shape)}")
+        if mask is not None:
+            if spec.kind != "sequence":
+                raise ValueError(f"mask= is for sequence contexts (context=(L, E)); this "
+                                 f"network takes {spec.expected()}")
+            if mask.dtype != torch.bool or mask.shape[-1:] != spec.shape[:1]:
+                raise TypeError(f"mask must be a boolean tensor (*batch, {spec.shape[0]}), True "
+                                f"for a real token, got {mask.dtype} {tuple(mask.shape)}")
+        if null is not None and null.dtype != torch.bool:
+            raise TypeError(f"null must be a boolean tensor (*batch,), got {null.dtype}")
 
     def _labels(self, y: Tensor | None, null: Tensor | None, batch: torch.Size) -> Tensor:
         classes = self.spec.classes

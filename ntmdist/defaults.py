@@ -27,8 +27,10 @@ r"""Default networks of an NTM per kind of event (docs/design.md, section 5).
   predictor (:class:`~ntmdist.predictor.ImagePredictor`); ``step_flow="auto"`` is none.
 - Named predictors (:data:`PREDICTORS`): ``NTM(event_shape, predictor="unet")`` selects a
   network by name, with its options in ``predictor_options``; the config records the name.
-  ``"mlp"`` (vectors) and ``"unet"`` (images) are the defaults, ``"flow_matching"`` is what
-  :meth:`ntmdist.NTM.from_flow_matching` builds; :func:`register_predictor` adds others.
+  ``"mlp"`` (vectors) and ``"unet"`` (images) are the defaults, ``"transformer"`` is the
+  image transformer over patch tokens (:class:`~ntmdist.dit.TransformerPredictor`),
+  ``"flow_matching"`` is what :meth:`ntmdist.NTM.from_flow_matching` builds;
+  :func:`register_predictor` adds others.
 - A condition (labels, context vectors or sequences) enters every predictor through
   :class:`~ntmdist.conditioning.Conditioning`, and the default per-step bijector through the
   predictor's features; the transporter is condition-free unless ``condition_transporter=True``.
@@ -46,6 +48,7 @@ import torch
 from torch import nn
 
 from .conditioning import ConditionSpec
+from .dit import TransformerPredictor
 from .predictor import ImagePredictor, MLPPredictor
 from .transforms import MaskedAutoregressive
 from .transporter import Transporter
@@ -114,10 +117,22 @@ def _unet(event_shape: torch.Size, condition: ConditionSpec, step_context: int,
                           **options)
 
 
+def _transformer(event_shape: torch.Size, condition: ConditionSpec, step_context: int,
+                 **options: object) -> nn.Module:
+    if len(event_shape) != 3:
+        raise ValueError(f"predictor 'transformer' is for images (C, H, W), got events of shape "
+                         f"{tuple(event_shape)}")
+    if step_context:
+        raise ValueError("predictor 'transformer' gives no features for a per-step bijector")
+    return TransformerPredictor(tuple(event_shape), condition.classes,
+                                context=condition.context, **options)
+
+
 PredictorBuilder = Callable[..., nn.Module]
 
 PREDICTORS: dict[str, PredictorBuilder] = {
-    "mlp": _mlp, "unet": _unet, "flow_matching": flow_matching_predictor,
+    "mlp": _mlp, "unet": _unet, "transformer": _transformer,
+    "flow_matching": flow_matching_predictor,
 }
 """Named predictors: ``build(event_shape, condition, step_context, **predictor_options)``
 (:func:`register_predictor`)."""

@@ -4,14 +4,17 @@ An image :math:`u_t \in \mathbb{R}^{C \times H \times W}` is cut into :math:`L =
 patches (:func:`~ntmdist.transforms.patchify`), each embedded as a token with a learned position
 embedding. Every block attends over the tokens of **one** level only (levels of a trajectory are
 separate batch items, so the reverse chain stays Markov) and is conditioned by adaLN-Zero on a
-vector :math:`c` made from the embeddings of :math:`t`, :math:`s` and the condition:
+vector :math:`c` made from the embeddings of :math:`t`, :math:`s` and the condition (labels,
+context vectors or sequences; :class:`~ntmdist.conditioning.Conditioning`, as for every
+network):
 
 .. math:: h \leftarrow h + g_1 \odot \mathrm{Attn}\big(\mathrm{LN}(h)(1 + a_1) + b_1\big),
           \qquad h \leftarrow h + g_2 \odot \mathrm{MLP}\big(\mathrm{LN}(h)(1 + a_2) + b_2\big),
 
 with :math:`(a_i, b_i, g_i) = W \mathrm{SiLU}(c)`, :math:`W` zero-initialised (every block starts
 as the identity). A sequence condition :math:`(L', E)` is also read by a cross-attention from the
-image tokens to the condition tokens, between the two (output projection zero-initialised).
+image tokens to the projected condition tokens (padding masked out; the learned null token
+where a sequence is dropped or empty), between the two (output projection zero-initialised).
 The last layer (adaLN and linear, zero-initialised) gives the correction :math:`\Delta` and the
 log-scale :math:`\delta` of the posterior form of :mod:`ntmdist.predictor`,
 
@@ -37,122 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nets import TimeEmbedding
+from .conditioning import Conditioning, ConditionSpec
 from .predictor import posterior_form
 from .transforms.patches import patchify, unpatchify
 
-__all__ = ["ConditionEmbedding", "TransformerPredictor"]
-
-
-class ConditionEmbedding(nn.Module):
-    r"""Embeddings of the times :math:`(t, s)` and of the condition, for :math:`n` examples.
-
-    Returns a vector ``(n, F)`` (sinusoidal :math:`t`, :math:`s` and the condition's embedding,
-    concatenated) and, for a sequence condition, condition tokens ``(n, L' + 1, E)`` with a mask
-    ``(n, L' + 1)`` of the tokens to attend to (``None`` otherwise). The condition is
-
-    - labels ``y`` ``(n,)`` in ``0..classes`` (``classes``: the null label), embedded by
-      ``nn.Embedding(classes + 1, E)``;
-    - vectors ``y`` ``(n, C)``, embedded by a small MLP;
-    - sequences ``y`` ``(n, L', E_in)`` with ``mask`` ``(n, L')`` (True: a real token), projected
-      token by token; the vector part is the mean of the visible tokens.
-
-    ``null`` ``(n,)`` (bool) marks examples that use the learned null condition (the null label,
-    a learned null vector, or a learned null token alone); ``y=None`` makes every example null.
-    A learned null token is appended to every sequence and visible exactly where no real token
-    is (a null example, or an all-masked row): an empty sequence is the null condition, and no
-    attention row is ever empty.
-
-    Example:
-        >>> embed = ConditionEmbedding(context=(3, 5), embedding=8)
-        >>> t = torch.full((2,), 0.5)
-        >>> mask = torch.tensor([[True, True, False], [False, False, False]])
-        >>> vector, tokens, visible = embed(t, t / 2, torch.randn(2, 3, 5), 2, mask)
-        >>> vector.shape, tokens.shape  # t, s and the pooled tokens; the null token appended
-        (torch.Size([2, 24]), torch.Size([2, 4, 8]))
-        >>> visible.tolist()  # the empty second row sees the null token only
-        [[True, True, False, False], [False, False, False, True]]
-    """
-
-    def __init__(
-        self, classes: int | None = None, context: int | Sequence[int] | None = None,
-        embedding: int = 64,
-    ) -> None:
-        super().__init__()
-        if classes and context is not None:
-            raise ValueError("classes and context are exclusive (one condition per model)")
-        self.classes = classes or None
-        self.context = context if context is None or isinstance(context, int) else tuple(context)
-        if isinstance(self.context, tuple) and len(self.context) != 2:
-            raise ValueError(f"a sequence context is (L, E), got {self.context}")
-        self.kind = ("labels" if self.classes else "none" if context is None
-                     else "vector" if isinstance(self.context, int) else "sequence")
-        self.embed_t = TimeEmbedding(embedding)
-        self.label = nn.Embedding(self.classes + 1, embedding) if self.classes else None
-        if self.kind == "vector":
-            self.vector = nn.Sequential(nn.Linear(self.context, embedding), nn.SiLU(),
-                                        nn.Linear(embedding, embedding))
-        if self.kind == "sequence":
-            self.token = nn.Linear(self.context[1], embedding)
-        if self.kind in ("vector", "sequence"):
-            self.null = nn.Parameter(torch.randn(embedding) * 0.02)
-        self.features = (2 + (self.kind != "none")) * embedding
-
-    def forward(
-        self, t: Tensor, s: Tensor, y: Tensor | None, n: int, mask: Tensor | None = None,
-        null: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        if self.kind == "none" and y is not None:
-            raise ValueError("this predictor is unconditional (no classes or context) but got y")
-        if mask is not None and self.kind != "sequence":
-            raise ValueError("mask= is for sequence contexts (context=(L, E)) only")
-        if null is not None and (null.dtype != torch.bool or null.shape != (n,)):
-            raise ValueError(f"null must be a bool tensor of shape ({n},)")
-        device = t.device
-        null = torch.ones(n, dtype=torch.bool, device=device) if y is None else null
-        parts = [self.embed_t(t), self.embed_t(s)]
-        tokens = visible = None
-        if self.kind == "labels":
-            parts.append(self.label(self._labels(y, null, n, device)))
-        elif self.kind == "vector":
-            if y is not None and (not y.is_floating_point() or y.shape[-1:] != (self.context,)):
-                raise ValueError(f"context vectors must be floating, of shape (n, {self.context})")
-            e = self.null.expand(n, -1) if y is None else self.vector(y.expand(n, -1))
-            parts.append(e if null is None else torch.where(null[:, None], self.null, e))
-        elif self.kind == "sequence":
-            tokens, visible = self._tokens(y, mask, null, n)
-            kept = torch.where(visible[..., None], tokens, 0)
-            parts.append(kept.sum(1) / visible.sum(1, keepdim=True).to(kept))
-        return torch.cat(parts, dim=-1), tokens, visible
-
-    def _labels(self, y: Tensor | None, null: Tensor | None, n: int,
-                device: torch.device) -> Tensor:
-        if y is None:
-            return torch.full((n,), self.classes, dtype=torch.long, device=device)
-        if y.is_floating_point():
-            raise TypeError(f"class labels must be an integer tensor, got {y.dtype}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) > self.classes):
-            raise ValueError(f"class labels must be in 0..{self.classes} ({self.classes}: null)")
-        y = y.expand(n).long()
-        return y if null is None else torch.where(null, self.classes, y)
-
-    def _tokens(self, y: Tensor | None, mask: Tensor | None, null: Tensor | None,
-                n: int) -> tuple[Tensor, Tensor]:
-        token = self.null.expand(n, 1, -1)
-        if y is None:
-            return token, torch.ones(n, 1, dtype=torch.bool, device=token.device)
-        length, features = self.context
-        if not y.is_floating_point() or y.shape != (n, length, features):
-            raise ValueError(f"sequence contexts must be floating, of shape ({n}, {length}, "
-                             f"{features}), got {tuple(y.shape)}")
-        if mask is None:
-            mask = torch.ones(n, length, dtype=torch.bool, device=y.device)
-        elif mask.dtype != torch.bool or mask.shape != (n, length):
-            raise ValueError(f"mask must be a bool tensor of shape ({n}, {length})")
-        keep = mask if null is None else mask & ~null[:, None]
-        projected = self.token(torch.where(keep[..., None], y, 0))  # padding never leaks
-        visible = torch.cat([keep, ~keep.any(-1, keepdim=True)], dim=1)
-        return torch.cat([projected, token], dim=1), visible
+__all__ = ["TransformerPredictor"]
 
 
 def _modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -203,6 +95,21 @@ class _Block(nn.Module):
         return h + gate2 * self.mlp(_modulate(self.norm2(h), shift2, scale2))
 
 
+_RENAMED = {"embed.label.": "conditioning.label.", "embed.vector.": "conditioning.context.",
+            "embed.token.": "conditioning.token.", "embed.null": "conditioning.null"}
+
+
+def _legacy_keys(module: nn.Module, state: dict, prefix: str, *args: object) -> None:
+    """A ``load_state_dict`` pre-hook: before the shared conditioning module, the transformer
+    kept its condition embeddings under ``embed.`` (label and vector models load unchanged; a
+    sequence model's pooling is new)."""
+    for key in [k for k in state if k.startswith(prefix + "embed.")]:
+        rest = key[len(prefix):]
+        old = next((o for o in _RENAMED if rest.startswith(o)), None)
+        if old is not None:
+            state[prefix + _RENAMED[old] + rest[len(old):]] = state.pop(key)
+
+
 def _zero(layer: nn.Linear) -> nn.Linear:
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
@@ -210,24 +117,27 @@ def _zero(layer: nn.Linear) -> nn.Linear:
 
 
 class TransformerPredictor(nn.Module):
-    r"""Non-causal transformer predictor for images ``(N, C, H, W)`` (module docstring).
+    r"""Non-causal transformer predictor for images ``(N, C, H, W)`` (module docstring), chosen
+    by ``NTM((C, H, W), predictor="transformer", predictor_options=...)``.
 
     Arguments:
         image_shape: :math:`(C, H, W)`, with :math:`H` and :math:`W` divisible by ``patch``.
         classes: Number of classes (label ``classes`` is the null label), or ``None``.
-        context: Context vectors of :math:`C'` features (an int), sequence contexts
-            :math:`(L', E)` (a pair), or ``None``; exclusive with ``classes``.
         patch: Patch size :math:`p` (tokens of :math:`C p^2` features).
         width: Token width.
         depth: Number of DiT blocks.
         heads: Attention heads (dividing ``width``).
         embedding: Size of each time and condition embedding.
         sigma_min, log_sigma_bound: As for :class:`~ntmdist.predictor.MLPPredictor`.
+        context: ``C'`` for context vectors ``(N, C')``, ``(L', E)`` for sequences
+            ``(N, L', E)`` (with ``mask=`` ``(N, L')``; read by cross-attention), exclusive
+            with ``classes``.
 
-    Called as ``P(u_t, t, s, y=None, *, mask=None, null=None)`` with ``u_t`` ``(N, C, H, W)``,
-    ``t``, ``s`` ``(N,)``, ``y`` labels ``(N,)``, vectors ``(N, C')`` or sequences
-    ``(N, L', E)`` with ``mask`` ``(N, L')``, and ``null`` ``(N,)`` (bool: use the learned null
-    condition; :class:`ConditionEmbedding`); returns ``(mu, log_sigma)``, each ``(N, C, H, W)``.
+    Called as ``P(u_t, t, s, y=None, mask=None, null=None)`` with ``u_t`` ``(N, C, H, W)``,
+    ``t``, ``s`` ``(N,)`` and the condition embedded by
+    :class:`~ntmdist.conditioning.Conditioning` (``null`` ``(N,)``: True where the learned null
+    condition replaces it; an all-masked sequence is the null condition); returns
+    ``(mu, log_sigma)``, each ``(N, C, H, W)``.
 
     Example:
         >>> P = TransformerPredictor((1, 8, 8), classes=10, width=32, depth=2, heads=4)
@@ -242,10 +152,10 @@ class TransformerPredictor(nn.Module):
     """
 
     def __init__(
-        self, image_shape: Sequence[int], classes: int | None = None,
-        context: int | Sequence[int] | None = None, patch: int = 2, width: int = 64,
-        depth: int = 4, heads: int = 4, embedding: int = 64, sigma_min: float = 1e-2,
-        log_sigma_bound: float = 12.0,
+        self, image_shape: Sequence[int], classes: int | None = None, patch: int = 2,
+        width: int = 64, depth: int = 4, heads: int = 4, embedding: int = 64,
+        sigma_min: float = 1e-2, log_sigma_bound: float = 12.0, *,
+        context: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if len(image_shape) != 3:
@@ -255,34 +165,33 @@ class TransformerPredictor(nn.Module):
             raise ValueError(f"patch ({patch}) must divide the height ({h}) and width ({w})")
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
-        self.image_shape, self.patch = (c, h, w), patch
+        self.image_shape, self.patch, self.classes = (c, h, w), patch, classes
         self.features = c * h * w
         self.sigma_min, self.log_sigma_bound = sigma_min, log_sigma_bound
-        self.embed = ConditionEmbedding(classes, context, embedding)
-        self.classes = self.embed.classes
+        self.conditioning = Conditioning(ConditionSpec.of(classes, context), 2, embedding)
         self.inp = nn.Linear(c * patch * patch, width)
         self.pos = nn.Parameter(torch.randn((h // patch) * (w // patch), width) * 0.02)
-        self.cond = nn.Sequential(nn.Linear(self.embed.features, width), nn.SiLU(),
+        self.cond = nn.Sequential(nn.Linear(self.conditioning.features, width), nn.SiLU(),
                                   nn.Linear(width, width))
-        tokens = embedding if self.embed.kind == "sequence" else 0
+        tokens = embedding if self.conditioning.spec.kind == "sequence" else 0
         self.blocks = nn.ModuleList(_Block(width, heads, tokens) for _ in range(depth))
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.ada = _zero(nn.Linear(width, 2 * width))
         self.out = _zero(nn.Linear(width, 2 * c * patch * patch))
+        self.register_load_state_dict_pre_hook(_legacy_keys)
 
     def forward(
-        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None, *,
+        self, u_t: Tensor, t: Tensor, s: Tensor, y: Tensor | None = None,
         mask: Tensor | None = None, null: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         if u_t.dim() != 4 or tuple(u_t.shape[1:]) != self.image_shape:
             shape = ", ".join(map(str, self.image_shape))
             raise ValueError(f"expected u_t of shape (N, {shape}), got {tuple(u_t.shape)}")
-        n = u_t.shape[0]
-        vector, tokens, visible = self.embed(t, s, y, n, mask, null)
+        vector, tokens, mask = self.conditioning((t, s), y, mask, null)
         c = F.silu(self.cond(vector))
         h = self.inp(patchify(u_t, self.patch)) + self.pos
         for block in self.blocks:
-            h = block(h, c, tokens, visible)
+            h = block(h, c, tokens, mask)
         shift, scale = self.ada(c)[:, None].chunk(2, dim=-1)
         out = self.out(_modulate(self.norm(h), shift, scale))
         channels, height, width = self.image_shape

@@ -29,8 +29,10 @@ from torch import Tensor, nn
 
 from .conditioning import Conditioning, ConditionSpec, dropout_mask, extras, legacy_label_keys
 from .config import register_part
-from .nets import ResidualMLP, UNet
+from .nets import ResidualMLP
 from .schedule import Schedule, posterior_coefficients
+from .unet import UNet
+from .validation import renamed
 
 __all__ = ["Velocity", "ancestral", "euler", "heun", "sample", "velocity_loss"]
 
@@ -54,7 +56,7 @@ class Velocity(nn.Module):
     part when unconditional) and the backbone computes ``backbone(x, c)`` of the shape of ``x``.
     The default backbone is that of the default predictor: for vectors the residual MLP
     (width 256, depth 4) on :math:`[x, c]`, for images ``(C, H, W)`` the FiLM-conditioned
-    :class:`~ntmdist.nets.UNet` (width 64; ``depth`` unused; sequence tokens also enter by
+    :class:`~ntmdist.unet.UNet` (width 64; ``depth`` unused; sequence tokens also enter by
     cross-attention); pass ``backbone=`` for other events.
 
     Arguments:
@@ -126,20 +128,22 @@ register_part("velocity", Velocity)
 
 def velocity_loss(
     velocity: nn.Module, x0: Tensor, y: Tensor | None = None,
-    generator: torch.Generator | None = None, label_dropout: float = 0.0,
-    mask: Tensor | None = None,
+    generator: torch.Generator | None = None, label_dropout: float | None = None,
+    mask: Tensor | None = None, *, condition_dropout: float | None = None,
 ) -> Tensor:
     r"""Flow-matching loss :math:`\| v(x_t, t, y) - (\epsilon - x_0) \|^2`, mean per dimension,
-    with :math:`t \sim U[0, 1]` per example; each example's condition is replaced by the null
-    condition with probability ``label_dropout`` (any kind of condition; for classifier-free
-    guidance): the null label for labels, ``null=`` for contexts."""
+    with :math:`t \sim U[0, 1]` per example; each example's condition (``y``, ``mask``) is
+    replaced by the null condition with probability ``condition_dropout`` (default 0; any kind
+    of condition; for classifier-free guidance): the null label for labels, ``null=`` for
+    contexts. ``label_dropout`` is its old name."""
+    p = renamed(condition_dropout, label_dropout, "condition_dropout", "label_dropout") or 0.0
     n, ones = x0.shape[0], (1,) * (x0.dim() - 1)
     t = torch.rand(n, generator=generator, dtype=x0.dtype).to(x0.device)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     x_t = (1 - t.reshape(n, *ones)) * x0 + t.reshape(n, *ones) * eps
     null = None
-    if y is not None and label_dropout > 0:
-        drop = dropout_mask(torch.Size([n]), label_dropout, generator).to(y.device)
+    if y is not None and p > 0:
+        drop = dropout_mask(torch.Size([n]), p, generator).to(y.device)
         if y.is_floating_point():
             null = drop
         else:

@@ -1,6 +1,7 @@
 r"""The NTM module: builds its networks (:mod:`ntmdist.defaults`), its config
 (:mod:`ntmdist.config`), trajectory distributions given a condition (:mod:`ntmdist.conditioning`)
-and samplers; its training loss and likelihood bounds are in :mod:`ntmdist.bounds`.
+and samplers; its training loss and likelihood bounds are in :mod:`ntmdist.bounds`, its
+initialisation from flow matching (:meth:`NTM.from_flow_matching`) in :mod:`ntmdist.warmstart`.
 
 Reference:
     | Normalizing Trajectory Models (Gu et al., 2026), arXiv 2605.08078
@@ -24,16 +25,12 @@ from .validation import (
     check_event_shape,
     check_tensor,
     check_values,
+    renamed,
     validating,
 )
+from .warmstart import from_flow_matching
 
 __all__ = ["NTM"]
-
-
-def _renamed(new: object, old: object, name: str, old_name: str) -> object:
-    if new is not None and old is not None:
-        raise TypeError(f"pass {name}= or its old name {old_name}=, not both")
-    return old if new is None else new
 
 
 class NTM(Bounds, nn.Module):
@@ -113,12 +110,12 @@ class NTM(Bounds, nn.Module):
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a Schedule or None, got {type(schedule).__name__}")
         name = "train_T" if train_steps is None else "train_steps"
-        train_T = _renamed(train_T, train_steps, "train_T", "train_steps")
+        train_T = renamed(train_T, train_steps, "train_T", "train_steps")
         if train_T is not None and (not isinstance(train_T, (tuple, list)) or len(train_T) == 0):
             raise TypeError(f"{name} must be a non-empty tuple of numbers of steps such as "
                             f"(4, 8), got {train_T!r}")
         self.condition = ConditionSpec.of(classes, context)
-        dropout = _renamed(condition_dropout, label_dropout, "condition_dropout",
+        dropout = renamed(condition_dropout, label_dropout, "condition_dropout",
                            "label_dropout")
         p = (0.1 if classes else 0.0) if dropout is None else dropout
         if not 0 <= p < 1:
@@ -163,67 +160,7 @@ class NTM(Bounds, nn.Module):
         configs of earlier versions are upgraded)."""
         return configuration.rebuild(cls, config)
 
-    @classmethod
-    def from_flow_matching(
-        cls, velocity: nn.Module, schedule: Schedule | None = None,
-        transporter: str | nn.Module | list[nn.Module] | None = "auto", *,
-        event_shape: tuple[int, ...] | None = None, classes: int | None = None,
-        predictor_options: dict | None = None, transporter_options: dict | None = None,
-        train_steps: Sequence[int] | None = None, train_particles: int = 1,
-        context: int | Sequence[int] | None = None, context_net: nn.Module | None = None,
-        condition_dropout: float | None = None, condition_transporter: bool = False,
-        train_T: Sequence[int] | None = None,
-    ) -> NTM:
-        r"""An NTM initialised from a flow-matching velocity :math:`v(x, t, y)` (regressing
-        :math:`\epsilon - x_0`): a :class:`~ntmdist.predictor.FlowMatchingPredictor`,
-        :math:`\mu = A u_t + B (u_t - t v(u_t, t, y))`, :math:`\log \sigma = \log C + \delta`
-        (zero-initialised :math:`\delta` head), and a zero-initialised (identity) transporter.
-        At initialisation the NTM is the flow-matching model used as a T-step Gaussian ancestral
-        sampler (:func:`ntmdist.flow_matching.ancestral`), exactly for every step with
-        :math:`C \geq \sigma_{min}` (all steps when :math:`t_{min} > 0` is not tiny), for any
-        condition. Fine-tune with ``fit(model, data, steps=n, aux_weight=2.5)``. The initial
-        scale :math:`C` is far below the velocity's errors on the low-noise steps (the initial
-        loss is large); ``hold={"predictor.velocity": k}`` lets the scale head and transporter
-        calibrate for ``k`` steps before the velocity trains (the benchmarks hold it
-        ``n // 10``; see the README's digits ablations).
-
-        Arguments:
-            velocity: :class:`ntmdist.flow_matching.Velocity` or any module called as
-                ``velocity(x, t, y)`` with ``t`` of shape ``x.shape[:1]``; it is deep-copied,
-                so fine-tuning leaves the argument unchanged, and the copy is made trainable
-                (``requires_grad_(True)``) even when the argument is frozen, e.g. the
-                ``ema_model`` of :func:`ntmdist.train.fit`. Freeze
-                ``model.predictor.velocity`` afterwards to fine-tune the rest only.
-            schedule, transporter, transporter_options, train_T, train_particles, context_net,
-                condition_dropout, condition_transporter: As for :class:`NTM`.
-            event_shape, classes, context: Default to the velocity's (its ``event_shape``
-                and condition); a velocity with a condition must have the model's.
-            predictor_options: Keyword arguments of :class:`FlowMatchingPredictor`.
-
-        Example:
-            >>> from ntmdist.flow_matching import Velocity
-            >>> model = NTM.from_flow_matching(Velocity(2, width=32, depth=1), Schedule(4, 0.05))
-            >>> model.sample(3).shape
-            torch.Size([3, 2])
-        """
-        if not isinstance(velocity, nn.Module):
-            raise TypeError("velocity must be a module called as velocity(x, t, y)")
-        if event_shape is None:
-            event_shape = getattr(velocity, "event_shape", None)
-        if event_shape is None:
-            raise ValueError("pass event_shape= for a velocity without an event_shape attribute")
-        if classes is None and context is None:
-            own = getattr(getattr(velocity, "conditioning", None), "spec", None)
-            classes = getattr(velocity, "classes", None) if own is None else own.classes
-            context = None if own is None else own.context
-        options = {**(predictor_options or {}), "velocity": velocity}
-        model = cls(tuple(event_shape), schedule, transporter, "flow_matching", classes,
-                    predictor_options=options, transporter_options=transporter_options,
-                    train_steps=train_steps, train_particles=train_particles, context=context,
-                    context_net=context_net, condition_dropout=condition_dropout,
-                    condition_transporter=condition_transporter, train_T=train_T)
-        ref = next(model.predictor.velocity.parameters(), None)
-        return model if ref is None else model.to(ref.device, ref.dtype)
+    from_flow_matching = classmethod(from_flow_matching)
 
     @property
     def features(self) -> int:

@@ -42,8 +42,9 @@ import torch
 from torch import Tensor, nn
 
 from .conditioning import Conditioning, ConditionSpec, extras, legacy_label_keys
-from .nets import ResidualMLP, UNet, soft_clip
+from .nets import ResidualMLP, soft_clip
 from .schedule import posterior_coefficients
+from .unet import UNet
 
 __all__ = ["FlowMatchingPredictor", "ImagePredictor", "MLPPredictor", "posterior_form"]
 
@@ -118,7 +119,7 @@ def posterior_form(
 
 class ImagePredictor(nn.Module):
     r"""Non-causal convolutional predictor for images ``(N, C, H, W)``: the posterior form of
-    :class:`MLPPredictor` with :math:`(\Delta, \delta)` from a :class:`~ntmdist.nets.UNet`
+    :class:`MLPPredictor` with :math:`(\Delta, \delta)` from a :class:`~ntmdist.unet.UNet`
     conditioned (FiLM) on the embeddings of :math:`t`, :math:`s` and the condition; the tokens
     of a sequence condition also enter by cross-attention at the lowest resolution
     (docs/design.md, section 5).

@@ -39,6 +39,7 @@ __all__ = [
     "check_weight",
     "magnitude_limit",
     "reference",
+    "renamed",
     "validating",
 ]
 
@@ -253,3 +254,18 @@ def check_data(x: object, event_shape: torch.Size, ref: Tensor, batched: bool = 
             f"data must have shape ({batch}, {', '.join(map(str, event_shape))}), "
             f"got {tuple(x.shape)}"
         )
+
+
+def renamed(new: object, old: object, name: str, old_name: str) -> object:
+    """The value of an argument that has a new and an old name (``None``: not given).
+
+    Raises:
+        TypeError: Both names given.
+
+    Example:
+        >>> renamed(None, 0.2, "condition_dropout", "label_dropout")
+        0.2
+    """
+    if new is not None and old is not None:
+        raise TypeError(f"pass {name}= or its old name {old_name}=, not both")
+    return old if new is None else new

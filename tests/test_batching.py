@@ -1,4 +1,5 @@
-"""The batched passes of DESIGN sections 1 and 3, checked by counting network calls.
+"""The batched passes of docs/design.md (sections 1.8 and 1.9, and the one-pass contract of
+section 3), checked by counting network calls.
 
 ``log_prob`` runs the transporter forward once over all levels and the predictor once over all
 steps; ``sample`` runs the predictor once per step and inverts the transporter only at level 0;
@@ -81,7 +82,7 @@ def test_sample_steps_in_u_space_and_inverts_once(model):
     assert calls.count("transporter") == {(n,): 1}
     for i in range(len(model.transporter.blocks)):
         assert calls.count(f"block{i}") == {(n, D): D}
-    # the per-step bijector is inverted at every step (DESIGN section 4)
+    # the per-step bijector is inverted at every step (docs/design.md, section 4.1)
     assert calls.count("step_flow") == {(n, D): T * D}
 
 

@@ -101,6 +101,26 @@ def test_resume_continues_from_checkpoint_step(tmp_path, capsys):
     assert "another configuration" in err
 
 
+def test_resume_from_a_checkpoint_of_an_earlier_version(tmp_path, capsys):
+    """The saved config is compared with the new model's once both are in the current form: a
+    checkpoint written before the conditioning keys (and with the old names) resumes; another
+    width is still refused."""
+    base = ["fit", "two_moons", "--out", str(tmp_path), "--no-baseline", *TINY]
+    cli.main([*base, "--steps", "2"])
+    path = tmp_path / "model.pt"
+    state = load_checkpoint(path)
+    config = state["meta"]["model"]
+    config["label_dropout"] = config.pop("condition_dropout")
+    del config["context"], config["condition_transporter"]
+    save_checkpoint(path, state)
+    with pytest.warns(UserWarning, match="run of 2 steps"):
+        assert cli.main([*base, "--steps", "3", "--resume"]) == 0
+    assert "resuming from step 2" in capsys.readouterr().out
+    assert load_checkpoint(path)["step"] == 3
+    err = usage_error(capsys, [*base, "--steps", "4", "--resume", "--width", "8"])
+    assert "another configuration" in err
+
+
 def test_fit_on_npy(tmp_path):
     data = tmp_path / "points.npy"
     np.save(data, np.random.default_rng(0).normal(size=(50, 3)))
@@ -197,3 +217,122 @@ def test_fit_trains_on_the_bound_with_train_particles(tmp_path, capsys):
         assert load_checkpoint(out / name)["meta"]["model"]["train_particles"] == 3
     err = usage_error(capsys, ["fit", "rings", "--train-particles", "0", "--out", str(tmp_path)])
     assert "--train-particles" in err
+
+
+def conditional_data(folder, n=60, seed=0):
+    """``x`` ``(n, 2)`` near the first two features of contexts ``c`` ``(n, 3)``, and labels."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(n, 3))
+    x = c[:, :2] + 0.1 * rng.normal(size=(n, 2))
+    paths = {name: folder / f"{name}.npy" for name in ("x", "c", "labels")}
+    np.save(paths["x"], x)
+    np.save(paths["c"], c.astype(np.float32))
+    np.save(paths["labels"], (c[:, 0] > 0).astype(np.int64))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+    """A tiny fit of x given context vectors c, rows paired."""
+    folder = tmp_path_factory.mktemp("conditional")
+    paths = conditional_data(folder)
+    out = folder / "run"
+    assert cli.main(["fit", str(paths["x"]), "--context", str(paths["c"]), "--steps", "2",
+                     "--out", str(out), *TINY]) == 0
+    return paths, out
+
+
+def test_fit_with_a_context_array(conditional):
+    paths, out = conditional
+    state = load_checkpoint(out / "model.pt")
+    assert state["meta"]["model"]["context"] == 3 and state["meta"]["model"]["classes"] is None
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["condition"] == {"context": 3} and metrics["config"]["context"] == str(
+        paths["c"])
+    row = metrics["models"]["ntm"]
+    assert row["eval_size"] == 12
+    assert all(math.isfinite(row[k]) for k in ("nll", "energy_distance"))
+    assert (out / "samples.png").stat().st_size > 0
+
+
+def test_sample_given_one_context_or_one_per_sample(conditional, tmp_path, capsys):
+    paths, out = conditional
+    model = str(out / "model.pt")
+    np.save(tmp_path / "one.npy", np.array([[0.5, -1.0, 2.0]], dtype=np.float32))
+    np.save(tmp_path / "seven.npy", np.random.default_rng(1).normal(size=(7, 3)))
+    drawn = {}
+    for name, option in (("given", ["--given", "0.5,-1,2", "--n", "5"]),
+                         ("one", ["--context", str(tmp_path / "one.npy"), "--n", "5"]),
+                         ("seven", ["--context", str(tmp_path / "seven.npy")])):
+        assert cli.main(["sample", model, *option, "--out", str(tmp_path / f"x_{name}.npy")]) == 0
+        drawn[name] = np.load(tmp_path / f"x_{name}.npy")
+    assert drawn["given"].shape == (5, 2) and np.isfinite(drawn["given"]).all()
+    assert np.array_equal(drawn["given"], drawn["one"])  # one condition, repeated
+    assert drawn["seven"].shape == (7, 2)  # one sample per row of --context
+    err = usage_error(capsys, ["sample", model, "--context", str(tmp_path / "seven.npy"),
+                               "--n", "5"])
+    assert "has 7 rows" in err and "--n 7" in err
+    assert "pass --context FILE (N, C) or --given" in usage_error(capsys, ["sample", model])
+    err = usage_error(capsys, ["sample", model, "--given", "1,2"])
+    assert "(*batch, 3), got shape (2,)" in err
+    assert "numbers separated by commas" in usage_error(capsys, ["sample", model, "--given", "a"])
+    err = usage_error(capsys, ["sample", model, "--labels", str(paths["labels"])])
+    assert "gives labels but the model takes context vectors" in err
+
+
+def test_evaluate_with_held_out_contexts(conditional, tmp_path, capsys):
+    paths, out = conditional
+    held = conditional_data(tmp_path, n=20, seed=3)
+    report = tmp_path / "m.json"
+    assert cli.main(["evaluate", str(out / "model.pt"), str(held["x"]), "--context",
+                     str(held["c"]), "--particles", "2", "--samples", "40", "--out",
+                     str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["eval_size"] == 20 and math.isfinite(result["nll"])
+    capsys.readouterr()
+    err = usage_error(capsys, ["evaluate", str(out / "model.pt"), str(held["x"])])
+    assert "conditioned on context vectors (*batch, 3)" in err
+    err = usage_error(capsys, ["evaluate", str(out / "model.pt"), str(held["x"]), "--context",
+                               str(paths["c"])])
+    assert "has 60 rows but the data has 20" in err
+
+
+@pytest.mark.parametrize("context, message", [
+    (np.zeros((50, 3)), "has 50 rows but the data has 60"),
+    (np.zeros((60,)), "shape (N, D)"),
+    (np.concatenate([np.zeros((59, 3)), [[0.0, np.nan, 0.0]]]), "NaN"),
+])
+def test_bad_context_arrays_are_usage_errors(tmp_path, capsys, context, message):
+    paths = conditional_data(tmp_path)
+    np.save(tmp_path / "bad.npy", context)
+    err = usage_error(capsys, ["fit", str(paths["x"]), "--context", str(tmp_path / "bad.npy"),
+                               "--steps", "1", "--out", str(tmp_path / "o"), *TINY])
+    assert message in err and "--context" in err and "Traceback" not in err
+
+
+def test_conditions_need_a_npy_file_and_a_conditional_model(run, tmp_path, capsys):
+    paths = conditional_data(tmp_path)
+    err = usage_error(capsys, ["fit", "checkerboard", "--context", str(paths["c"])])
+    assert "a built-in toy has none" in err
+    err = usage_error(capsys, ["sample", str(run / "model.pt"), "--given", "0.5"])
+    assert "the model is unconditional" in err
+    err = usage_error(capsys, ["fit", str(paths["x"]), "--context", str(paths["c"]),
+                               "--labels", str(paths["labels"])])
+    assert "not allowed with argument" in err
+
+
+def test_fit_and_sample_with_labels(tmp_path, capsys):
+    paths = conditional_data(tmp_path)
+    out = tmp_path / "labelled"
+    assert cli.main(["fit", str(paths["x"]), "--labels", str(paths["labels"]), "--steps", "2",
+                     "--out", str(out), *TINY]) == 0
+    assert load_checkpoint(out / "model.pt")["meta"]["model"]["classes"] == 2
+    assert cli.main(["sample", str(out / "model.pt"), "--given", "1", "--n", "6",
+                     "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (6, 2)
+    err = usage_error(capsys, ["sample", str(out / "model.pt"), "--given", "1.5"])
+    assert "one class label (an integer)" in err
+    assert "in 0..1" in usage_error(capsys, ["sample", str(out / "model.pt"), "--given", "7"])
+    np.save(tmp_path / "floats.npy", np.zeros(60))
+    err = usage_error(capsys, ["fit", str(paths["x"]), "--labels", str(tmp_path / "floats.npy")])
+    assert "expected integer labels" in err

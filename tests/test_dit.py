@@ -189,7 +189,8 @@ def test_gradients_reach_the_inputs_the_condition_and_every_weight(kind):
     if y is not None and y.requires_grad:
         assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
     for name, p in P.named_parameters():
-        if name != "embed.null":  # the null condition is unused: every example has its own
+        if name not in ("conditioning.null", "conditioning.null_token"):  # unused: every
+            # example has its own condition
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
             assert p.grad.abs().sum() > 0, name
 
@@ -284,15 +285,79 @@ def test_bad_arguments_are_refused():
         small("none")(u, t, s, torch.tensor([0, 1]))
     with pytest.raises(TypeError, match="integer"):
         small("labels")(u, t, s, torch.zeros(2))
-    with pytest.raises(ValueError, match=r"in 0..3"):
+    with pytest.raises(ValueError, match=r"in 0\.\.2 \(3: the null label\)"):
         small("labels")(u, t, s, torch.tensor([0, 4]))
-    with pytest.raises(ValueError, match=r"shape \(n, 5\)"):
+    with pytest.raises(ValueError, match=r"context vectors \(\*batch, 5\), got shape \(2, 4\)"):
         small("vector")(u, t, s, torch.zeros(2, 4))
-    with pytest.raises(ValueError, match=r"shape \(2, 4, 6\)"):
+    with pytest.raises(ValueError, match=r"sequences \(\*batch, 4, 6\), got shape \(2, 3, 6\)"):
         small("sequence")(u, t, s, torch.zeros(2, 3, 6))
-    with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(2, 4\)"):
+    with pytest.raises(TypeError, match=r"floating point"):
+        small("vector")(u, t, s, torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"mask must be a boolean tensor \(\*batch, 4\)"):
         small("sequence")(u, t, s, torch.zeros(2, 4, 6), mask=torch.ones(2, 4))
+    with pytest.raises(TypeError, match=r"mask must be a boolean tensor \(\*batch, 4\)"):
+        small("sequence")(u, t, s, torch.zeros(2, 4, 6), mask=torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask= is for sequence"):
         small("vector")(u, t, s, torch.zeros(2, 5), mask=torch.ones(2, 5, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"null must be a bool tensor of shape \(2,\)"):
+    with pytest.raises(TypeError, match=r"null must be a boolean tensor"):
         small("vector")(u, t, s, torch.zeros(2, 5), null=torch.ones(2))
+
+
+def test_named_predictor_builds_the_transformer_and_the_unet():
+    options = dict(patch=2, width=64, depth=5, heads=4)
+    model = nd.NTM((1, 8, 8), predictor="transformer", predictor_options=options)
+    P = model.predictor
+    assert type(P) is nd.TransformerPredictor is TransformerPredictor
+    assert (P.patch, len(P.blocks), P.blocks[0].attn.heads, P.pos.shape) == (2, 5, 4, (16, 64))
+    config = model.config()
+    assert config["predictor"] == "transformer" and config["predictor_options"] == options
+    assert type(nd.NTM((1, 8, 8), predictor="unet").predictor) is ImagePredictor
+    assert nd.NTM((1, 8, 8)).config()["predictor"] == "unet"  # still the default
+    with pytest.raises(ValueError, match="predictor 'transformer' is for images"):
+        nd.NTM((4,), predictor="transformer")
+    with pytest.raises(ValueError, match="no features for a per-step bijector"):
+        from ntmdist.transforms import MaskedAutoregressive
+        nd.NTM((1, 4, 4), predictor="transformer", step_flow=MaskedAutoregressive(16, 8))
+
+
+@pytest.mark.parametrize("kind", ["labels", "vector", "sequence"])
+def test_config_round_trip_of_a_transformer_ntm(kind):
+    """``from_config`` rebuilds the named transformer with the model's condition: the same
+    parameters (strict load) and the same likelihood, for classes, vectors and sequences."""
+    options = dict(patch=2, width=16, depth=2, heads=2, embedding=8)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nd.NTM((2, 4, 4), nd.Schedule(2, 0.05), **CONDITIONS[kind],
+                       predictor="transformer", predictor_options=options,
+                       transporter_options=dict(width=16, depth=1, heads=2, embedding=8))
+    model = model.double()
+    perturb(model, 0.1, 0)
+    config = model.config()
+    assert config["predictor"] == "transformer" and config["predictor_options"] == options
+    clone = nd.NTM.from_config(config).double()
+    assert type(clone.predictor) is TransformerPredictor
+    clone.load_state_dict(model.state_dict())
+    assert clone.config() == config
+    y, mask = condition(kind, 3)
+    traj = model(y, mask=mask).sample(generator=torch.Generator().manual_seed(1))
+    lp = model(y, mask=mask).log_prob(traj)
+    assert torch.isfinite(lp).all() and torch.equal(clone(y, mask=mask).log_prob(traj), lp)
+
+
+@pytest.mark.parametrize("kind", ["labels", "vector"])
+def test_state_dicts_written_before_the_shared_conditioning_load(kind):
+    """The transformer kept its condition embeddings under ``embed.`` (``embed.label``,
+    ``embed.vector``, ``embed.null``): such state dicts load, to the same outputs."""
+    P = small(kind, scale=0.2)
+    names = {"conditioning.label.": "embed.label.", "conditioning.context.": "embed.vector.",
+             "conditioning.null": "embed.null"}
+    old = {}
+    for key, value in P.state_dict().items():
+        new = next((n for n in names if key.startswith(n)), None)
+        old[key if new is None else names[new] + key[len(new):]] = value
+    assert any(k.startswith("embed.") for k in old)
+    clone = small(kind, seed=1)
+    clone.load_state_dict(old)  # strict
+    u, t, s = inputs(3)
+    y, _ = condition(kind, 3)
+    assert all(torch.equal(a, b) for a, b in zip(clone(u, t, s, y), P(u, t, s, y), strict=True))

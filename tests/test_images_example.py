@@ -116,6 +116,8 @@ def test_transformer_predictor_with_bf16_and_compile(tmp_path):
     assert metrics["predictor"] == "transformer" and metrics["compile"] == "eager"
     assert metrics["bf16"] and metrics["predictor_parameters"] > 0
     assert any(k.startswith("predictor.blocks.") for k in state["model"])
+    config = state["meta"]["model"]  # a named predictor: the resume check sees its options
+    assert config["predictor"] == "transformer" and config["predictor_options"]["depth"] == 5
 
 
 def test_folder_reading(tmp_path):

@@ -25,7 +25,8 @@ from ..metrics import energy_distance, fraction_on_support
 from ..model import NTM
 from ..schedule import Schedule
 from ..training import fit
-from ..training.checkpoint import load_checkpoint, plain
+from ..training.checkpoint import load_checkpoint, plain, same_config
+from . import conditions
 from .evaluation import (
     EVAL_SEED,
     UsageError,
@@ -46,7 +47,8 @@ def _load(path: str) -> tuple[NTM, dict[str, Any]]:
         raise UsageError(str(error)) from error
 
 
-def _build(args: argparse.Namespace, dim: int, gaussian: bool) -> NTM:
+def _build(args: argparse.Namespace, dim: int, gaussian: bool,
+           condition: dict[str, int]) -> NTM:
     hidden = (args.transporter_width,) * 2
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
@@ -58,7 +60,7 @@ def _build(args: argparse.Namespace, dim: int, gaussian: bool) -> NTM:
                 predictor_options={"width": args.width, "depth": args.depth},
                 transporter_options=None if gaussian else {"hidden": hidden},
                 train_steps=tuple(args.train_T) if args.train_T else None,
-                train_particles=args.train_particles,
+                train_particles=args.train_particles, **condition,
             )
         except ValueError as error:
             raise UsageError(str(error)) from error
@@ -71,7 +73,7 @@ def _train(args: argparse.Namespace, model: NTM, data: Any, path: Path, label: s
             state = load_checkpoint(path)
         except ValueError as error:
             raise UsageError(f"cannot resume: {error}") from error
-        if state.get("meta", {}).get("model") != plain(model.config()):
+        if not same_config(state.get("meta", {}).get("model"), model):
             raise UsageError(f"cannot resume from {str(path)!r}: it holds a model with another "
                              "configuration; use the same options or another --out")
         print(f"{label}: resuming from step {state['step']} of {path}")
@@ -86,16 +88,20 @@ def _train(args: argparse.Namespace, model: NTM, data: Any, path: Path, label: s
     return {"model": trained, **info}
 
 
-def _split(args: argparse.Namespace, toy: Toy | None, array: Tensor | None) -> tuple[Any, Tensor]:
-    """Training data (a toy sampler or rows) and held-out points (``min(eval_size, N/5)`` rows
-    of an array, drawn at random)."""
+def _split(args: argparse.Namespace, toy: Toy | None, array: Tensor | None,
+           condition: Tensor | None) -> tuple[Any, Tensor, Tensor | None]:
+    """Training data (a toy sampler, rows, or rows and their conditions) and held-out points
+    (``min(eval_size, N/5)`` rows of an array, drawn at random) with their conditions."""
     if toy is not None:
-        return toy.sample, heldout(toy, args.eval_size, args.seed)
+        return toy.sample, heldout(toy, args.eval_size, args.seed), None
     if len(array) < 10:
         raise UsageError(f"{args.data!r} has {len(array)} rows; fit needs at least 10")
     perm = torch.randperm(len(array), generator=torch.Generator().manual_seed(args.seed))
     hold = min(args.eval_size, len(array) // 5)
-    return array[perm[hold:]], array[perm[:hold]]
+    held, train = perm[:hold], perm[hold:]
+    if condition is None:
+        return array[train], array[held], None
+    return (array[train], condition[train]), array[held], condition[held]
 
 
 def _reference(toy: Toy | None, held: Tensor, seed: int) -> dict[str, Any]:
@@ -118,7 +124,8 @@ def fit_command(args: argparse.Namespace) -> None:
     from . import plots  # matplotlib: before training, so that a missing extra fails first
 
     name, toy, array = resolve_data(args.data)
-    train, held = _split(args, toy, array)
+    condition = conditions.paired(args, toy, array)
+    train, held, held_y = _split(args, toy, array, condition)
     dim = held.shape[1]
     baseline = toy is not None if args.baseline is None else args.baseline
     out = Path(args.out or Path("runs") / name)
@@ -130,14 +137,19 @@ def fit_command(args: argparse.Namespace) -> None:
     shown = heldout(toy, args.samples, args.seed, offset=4) if toy is not None else array
     drawn, trajectories, grid = {"data": shown}, None, None
     for key, (label, gaussian, path) in specs.items():
-        trained = _train(args, _build(args, dim, gaussian), train, path, label)
+        model = _build(args, dim, gaussian, conditions.arguments(condition))
+        trained = _train(args, model, train, path, label)
         model = trained.pop("model")
         metrics, drawn[label] = evaluate_model(model, held, toy, args.particles, args.samples,
-                                               args.seed)
+                                               args.seed, held_y)
         rows[key] = {"label": label, **trained, **metrics, "checkpoint": str(path)}
         if trajectories is None:
             g = torch.Generator().manual_seed(EVAL_SEED + 3 + args.seed)
-            trajectories, grid = model().sample((2000,), g), model.schedule.grid
+            if held_y is None:
+                trajectories = model().sample((2000,), g)
+            else:  # given the held-out conditions in turn
+                trajectories = model(held_y[torch.arange(2000) % len(held_y)]).sample((), g)
+            grid = model.schedule.grid
     networks = (f"predictor width {args.width}, depth {args.depth}; transporter hidden "
                 f"{args.transporter_width}x2; step flow {args.step_flow}; {args.steps} steps, "
                 f"batch {args.batch_size}, lr {args.lr:g}")
@@ -147,8 +159,9 @@ def fit_command(args: argparse.Namespace) -> None:
     else:
         plots.scatter_panels(drawn, out / "samples.png")
     config = {k: v for k, v in vars(args).items() if k not in ("run", "parser")}
-    summary = {"data": name, "event_shape": [dim], "config": plain(config), "models": rows,
-               "reference": reference}
+    summary = {"data": name, "event_shape": [dim], "config": plain(config),
+               "condition": {k: v for k, v in model.condition.config().items() if v},
+               "models": rows, "reference": reference}
     write_json(out / "metrics.json", summary)
     print(f"\n{name}: {len(held)} held-out points; NLL = IWAE bound with {args.particles} "
           f"particles (nats per example, {dim} dims); {networks}")
@@ -161,6 +174,11 @@ def sample_command(args: argparse.Namespace) -> None:
     from . import plots
 
     model, _ = _load(args.checkpoint)
+    y, rows = _sample_condition(args, model)
+    n = args.n if args.n is not None else rows if rows not in (None, 1) else 10_000
+    if rows not in (None, 1, n):
+        raise UsageError(f"{'--context' if args.context else '--labels'} has {rows} rows: give "
+                         f"one condition (repeated) or one per sample (--n {rows})")
     schedule = None
     trained = [s.steps for s in model.train_schedules]
     if args.T is not None and args.T != model.schedule.steps:
@@ -172,7 +190,7 @@ def sample_command(args: argparse.Namespace) -> None:
             print(f"note: the model was trained with T in {trained}; other T only work for "
                   "T it was trained with (fit --train-T)", file=sys.stderr)
     g = torch.Generator().manual_seed(args.seed)
-    x = model.sample(args.n, generator=g, schedule=schedule)
+    x = model.sample(n, y, generator=g, schedule=schedule)
     stem = Path(args.checkpoint).with_suffix("")
     out = Path(args.out or f"{stem}.samples.npy")
     png = Path(args.png or out.with_suffix(".png"))
@@ -180,26 +198,46 @@ def sample_command(args: argparse.Namespace) -> None:
     np.save(out, x.numpy())
     steps = args.T or model.schedule.steps
     if x.dim() == 2:
-        plots.scatter_panels({f"NTM T={steps}, {args.n} samples": x}, png)
+        plots.scatter_panels({f"NTM T={steps}, {n} samples": x}, png)
     else:
         plots.image_grid(x[:64], png)
     print(f"wrote {out} {tuple(x.shape)} and {png}")
 
 
+def _sample_condition(args: argparse.Namespace, model: NTM) -> tuple[Tensor | None, int | None]:
+    """The condition of ``sample`` (``--given``, ``--context``, ``--labels``) and its number
+    of rows (``None`` for one ``--given`` condition or none)."""
+    if args.given is not None:
+        y = conditions.given(args.given, model.condition)
+        return conditions.check(model, y, "--given", given_too=True), None
+    y = conditions.read(args)
+    source = "--context" if args.context else "--labels"
+    y = conditions.check(model, y, source, given_too=True)
+    return y, None if y is None else len(y)
+
+
 def evaluate_command(args: argparse.Namespace) -> None:
-    """``ntmdist evaluate``: held-out metrics of a checkpoint, written as JSON."""
+    """``ntmdist evaluate``: held-out metrics of a checkpoint, written as JSON; conditional
+    models are evaluated given the held-out conditions (``--context``, ``--labels``)."""
     model, state = _load(args.checkpoint)
     name, toy, array = resolve_data(args.data)
+    condition = conditions.paired(args, toy, array)
+    held_y = None
     if array is None:
         held = heldout(toy, args.eval_size, args.seed)
     else:
         g = torch.Generator().manual_seed(args.seed)
-        held = array[torch.randperm(len(array), generator=g)[: args.eval_size]]
+        rows = torch.randperm(len(array), generator=g)[: args.eval_size]
+        held = array[rows]
+        held_y = None if condition is None else condition[rows]
     if held.shape[1:] != model.event_shape or len(held) < 2:
         raise UsageError(f"data {args.data!r} has shape {tuple(held.shape)}; the model in "
                          f"{args.checkpoint!r} needs (N >= 2, "
                          f"{', '.join(map(str, model.event_shape))})")
-    metrics, _ = evaluate_model(model, held, toy, args.particles, args.samples, args.seed)
+    source = "--context" if args.context else "--labels"
+    held_y = conditions.check(model, held_y, source)
+    metrics, _ = evaluate_model(model, held, toy, args.particles, args.samples, args.seed,
+                                held_y)
     report = {"checkpoint": str(args.checkpoint), "step": state.get("step"), "data": name,
               **metrics}
     out = Path(args.out or f"{Path(args.checkpoint).with_suffix('')}.metrics.json")

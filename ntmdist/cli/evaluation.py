@@ -21,8 +21,8 @@ from ..model import NTM
 from ..training.checkpoint import load_checkpoint
 
 __all__ = [
-    "EVAL_SEED", "UsageError", "evaluate_model", "heldout", "load_array", "load_model",
-    "resolve_data",
+    "EVAL_SEED", "UsageError", "evaluate_model", "heldout", "load_array", "load_labels",
+    "load_model", "resolve_data",
 ]
 
 EVAL_SEED = 2**40
@@ -33,13 +33,7 @@ class UsageError(Exception):
     """Bad input from the user: reported as ``error: ...`` with exit status 2."""
 
 
-def load_array(path: str | Path) -> Tensor:
-    """A ``.npy`` file holding real numbers ``(N, D)`` as a float32 tensor.
-
-    Raises:
-        FileNotFoundError: If there is no such file.
-        ValueError: If it is not a readable ``.npy`` array of finite real numbers ``(N, D)``.
-    """
+def _read(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
@@ -47,14 +41,45 @@ def load_array(path: str | Path) -> Tensor:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise ValueError(f"cannot read {str(path)!r} as a .npy array: {error}") from error
-    if not isinstance(array, np.ndarray) or array.ndim != 2 or 0 in array.shape:
-        shape = getattr(array, "shape", None)
-        raise ValueError(f"{str(path)!r}: expected an array of shape (N, D), got shape {shape}")
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{str(path)!r}: expected one array, got {type(array).__name__}")
+    return array
+
+
+def load_array(path: str | Path) -> Tensor:
+    """A ``.npy`` file holding real numbers ``(N, D)`` as a float32 tensor.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If it is not a readable ``.npy`` array of finite real numbers ``(N, D)``.
+    """
+    array = _read(path)
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"{str(path)!r}: expected an array of shape (N, D), got shape "
+                         f"{array.shape}")
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"{str(path)!r}: expected real numbers, got dtype {array.dtype}")
     if not np.isfinite(array).all():
         raise ValueError(f"{str(path)!r}: the array contains NaN or inf")
     return torch.as_tensor(array.astype(np.float32))
+
+
+def load_labels(path: str | Path) -> Tensor:
+    """A ``.npy`` file holding class labels ``(N,)``, integers ``>= 0``, as an int64 tensor.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If it is not a readable ``.npy`` array of non-negative integers ``(N,)``.
+    """
+    array = _read(path)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{str(path)!r}: expected labels of shape (N,), got shape "
+                         f"{array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{str(path)!r}: expected integer labels, got dtype {array.dtype}")
+    if array.min() < 0:
+        raise ValueError(f"{str(path)!r}: labels must be >= 0, got {array.min()}")
+    return torch.as_tensor(array.astype(np.int64))
 
 
 def resolve_data(spec: str) -> tuple[str, Toy | None, Tensor | None]:
@@ -101,22 +126,33 @@ def load_model(path: str | Path, ema: bool = True) -> tuple[NTM, dict[str, Any]]
 
 def evaluate_model(
     model: NTM, heldout: Tensor, toy: Toy | None = None, particles: int = 64,
-    samples: int = 10_000, seed: int = 0,
+    samples: int = 10_000, seed: int = 0, condition: Tensor | None = None,
 ) -> tuple[dict[str, float], Tensor]:
-    """Held-out IWAE NLL bound, energy distance, fraction on the support and sampling time.
+    r"""Held-out IWAE NLL bound, energy distance, fraction on the support and sampling time.
+
+    With a ``condition`` (one row per held-out point: context vectors or labels), the bound is
+    that of :math:`-\log p(x \mid y)` and the samples are drawn given the held-out conditions
+    in turn (so that they follow the data's distribution of conditions).
 
     Returns the metrics (``nll`` in nats per example, ``nll_per_dim``, ``energy_distance``,
     ``sample_seconds_per_10k``, and ``on_support`` when ``toy`` has a support) and the samples.
     """
     model.eval()
     g = torch.Generator().manual_seed(EVAL_SEED + 2 + seed)
-    x = heldout.to(next(model.parameters()).dtype)
+    ref = next(model.parameters())
+    x = heldout.to(ref.dtype)
+    y = condition
+    if y is not None and y.is_floating_point():
+        y = y.to(ref.dtype)
     chunk = max(1, 16384 // particles)
+    rows = x.split(chunk)
+    conditions = [None] * len(rows) if y is None else y.split(chunk)
     with torch.no_grad():
-        bound = torch.cat([model.iwae(c, particles=particles, generator=g)
-                           for c in x.split(chunk)])
+        bound = torch.cat([model.iwae(c, yc, particles=particles, generator=g)
+                           for c, yc in zip(rows, conditions, strict=True)])
+    drawn_y = None if y is None else y[torch.arange(samples) % len(y)]
     begin = time.perf_counter()
-    drawn = model.sample(samples, generator=g)
+    drawn = model.sample(samples, drawn_y, generator=g)
     seconds = time.perf_counter() - begin
     nll = -bound.mean().item()
     metrics = {"nll": nll, "nll_per_dim": nll / model.features, "particles": particles,

@@ -49,6 +49,19 @@ def _evaluation_options(parser: argparse.ArgumentParser) -> None:
     _int(parser, "--samples", 10_000, "model samples for the metrics and figures")
 
 
+def _condition_options(parser: argparse.ArgumentParser, given: bool = False) -> None:
+    group = parser.add_mutually_exclusive_group()
+    rows = "one or one per sample" if given else "a row per data row"
+    group.add_argument("--context", metavar="FILE",
+                       help=f"context vectors: a .npy array (N, C) of real numbers, {rows}")
+    group.add_argument("--labels", metavar="FILE",
+                       help=f"class labels: a .npy array (N,) of integers >= 0, {rows}")
+    if given:
+        group.add_argument("--given", metavar="VALUES",
+                           help="one condition for every sample: a context vector 'c1,c2,...' "
+                                "or a label")
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _int(parser, "--threads", None, "torch CPU threads (default: torch's choice)")
@@ -68,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_help = f"a built-in toy ({', '.join(sorted(TOYS))}) or a .npy file of shape (N, D)"
     p = command("fit", fit_command, "train an NTM (and a Gaussian baseline), evaluate, plot")
     p.add_argument("data", help=data_help)
+    _condition_options(p)
     _int(p, "--steps", 2000, "optimiser steps")
     _int(p, "--T", 4, "reverse steps", "T")
     p.add_argument("--train-T", type=int, nargs="+", metavar="T",
@@ -99,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(p)
     p = command("sample", sample_command, "draw samples from a checkpoint into .npy and .png")
     p.add_argument("checkpoint", help="a model.pt written by fit")
-    _int(p, "--n", 10_000, "number of samples")
+    _condition_options(p, given=True)
+    _int(p, "--n", None, "number of samples (default: the rows of --context or --labels when "
+         "there are several, else 10000)")
     _int(p, "--T", None, "reverse steps (default: the trained T)", "T")
     p.add_argument("--out", metavar="FILE", help="samples .npy (default CHECKPOINT.samples.npy)")
     p.add_argument("--png", metavar="FILE", help="figure (default: --out with .png)")
@@ -107,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("evaluate", evaluate_command, "held-out metrics of a checkpoint, as JSON")
     p.add_argument("checkpoint", help="a model.pt written by fit")
     p.add_argument("data", help=data_help)
+    _condition_options(p)
     p.add_argument("--out", metavar="FILE", help="JSON file (default CHECKPOINT.metrics.json)")
     _evaluation_options(p)
     _common_options(p)

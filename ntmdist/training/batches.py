@@ -1,11 +1,12 @@
-"""Batches from a tensor, ``(x, y)`` tensors, a map-style ``Dataset`` or a callable
-``draw(batch_size, generator)``.
+"""Batches from a tensor, ``(x, y)`` or ``(x, y, mask)`` tensors, a map-style ``Dataset`` or a
+callable ``draw(batch_size, generator)``.
 
-For training, each is turned into ``draw(generator) -> (x, y)`` (``y`` may be ``None``), drawing
-uniform indices with replacement from the loop's own generator, so that every batch is a
+A batch is ``(x, y, mask)``: the data, its condition (labels, context vectors or sequences) and,
+for sequence contexts, the boolean mask of their real tokens (``y`` and ``mask`` may be
+``None``). For training, each kind of data is turned into ``draw(generator) -> (x, y, mask)``,
+drawing uniform indices with replacement from the loop's own generator, so that every batch is a
 function of that generator's state (exact resume; :func:`ntmdist.training.fit`). Held-out data
-(a tensor, ``(x, y)`` or a ``Dataset``) is read once in order, in batches, by
-:func:`in_order`.
+(tensors or a ``Dataset``) is read once in order, in batches, by :func:`in_order`.
 
 Example:
     >>> x = torch.arange(5.0)[:, None]
@@ -13,6 +14,8 @@ Example:
     [(0.0, 1.0), (2.0, 3.0), (4.0,)]
     >>> data_length((x, x)), data_length(lambda n, g: x)
     (5, None)
+    >>> split_batch((x, x[:, 0], x > 2))[2].shape
+    torch.Size([5, 1])
 """
 
 from __future__ import annotations
@@ -26,25 +29,29 @@ from torch.utils.data import Dataset, default_collate
 
 __all__ = ["Batch", "batch_sampler", "data_length", "in_order", "split_batch", "to_device"]
 
-Batch = tuple[Tensor, Tensor | None]
+Batch = tuple[Tensor, Tensor | None, Tensor | None]
+
+_KINDS = "x, (x, y) or (x, y, mask)"
 
 
 def split_batch(batch: Any) -> Batch:
-    """``(x, y)`` of a batch given as ``x``, ``(x,)`` or ``(x, y)``."""
+    """``(x, y, mask)`` of a batch given as ``x``, ``(x,)``, ``(x, y)`` or ``(x, y, mask)``."""
     if torch.is_tensor(batch):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2):
-        return batch[0], (batch[1] if len(batch) == 2 else None)
-    raise TypeError(f"a batch must be x or (x, y), got {type(batch).__name__}")
+        return batch, None, None
+    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2, 3):
+        x, y, mask = (*batch, None, None)[:3]
+        return x, y, mask
+    raise TypeError(f"a batch must be {_KINDS}, got {type(batch).__name__}")
 
 
 def _tensors(data: Any) -> tuple[Tensor, ...] | None:
-    """``(x,)`` or ``(x, y)`` when ``data`` is tensor data (checked), else ``None``."""
+    """``(x,)``, ``(x, y)`` or ``(x, y, mask)`` when ``data`` is tensor data (checked), else
+    ``None``."""
     if torch.is_tensor(data):
         data = (data,)
     if isinstance(data, (tuple, list)) and all(torch.is_tensor(v) for v in data):
-        if len(data) not in (1, 2) or len(data[0]) == 0 or len({len(v) for v in data}) > 1:
-            raise ValueError("tensor data must be x or (x, y), non-empty and of equal lengths")
+        if len(data) not in (1, 2, 3) or len(data[0]) == 0 or len({len(v) for v in data}) > 1:
+            raise ValueError(f"tensor data must be {_KINDS}, non-empty and of equal lengths")
         return tuple(data)
     return None
 
@@ -64,7 +71,7 @@ def data_length(data: Any) -> int | None:
 
 
 def batch_sampler(data: Any, batch_size: int) -> Callable[[torch.Generator], Batch]:
-    """``draw(generator) -> (x, y)``: tensors and datasets by uniform indices (with
+    """``draw(generator) -> (x, y, mask)``: tensors and datasets by uniform indices (with
     replacement), callables ``draw(batch_size, generator)`` as they are."""
     tensors = _tensors(data)
     if tensors is not None:
@@ -85,7 +92,8 @@ def batch_sampler(data: Any, batch_size: int) -> Callable[[torch.Generator], Bat
         return draw
     if callable(data):
         return lambda g: split_batch(data(batch_size, g))
-    raise TypeError("data must be a tensor, (x, y), a Dataset or a callable draw(n, generator)")
+    raise TypeError(f"data must be a tensor, {_KINDS} tensors, a Dataset or a callable "
+                    "draw(n, generator)")
 
 
 def in_order(data: Any, batch_size: int) -> Iterator[Batch]:
@@ -93,7 +101,7 @@ def in_order(data: Any, batch_size: int) -> Iterator[Batch]:
     (the last batch may be smaller)."""
     tensors = _tensors(data)
     if tensors is None and not isinstance(data, Dataset):
-        raise TypeError("held-out data must be a tensor, (x, y) or a Dataset, got "
+        raise TypeError(f"held-out data must be {_KINDS} tensors or a Dataset, got "
                         f"{type(data).__name__}")
     n = len(tensors[0]) if tensors is not None else _dataset_length(data)
     for start in range(0, n, batch_size):
@@ -105,7 +113,14 @@ def in_order(data: Any, batch_size: int) -> Iterator[Batch]:
 
 
 def to_device(batch: Batch, device: torch.device, dtype: torch.dtype) -> Batch:
-    """``(x, y)`` on ``device``, floating ``x`` in ``dtype`` (the model's)."""
-    x, y = batch
-    x = x.to(device, dtype) if x.is_floating_point() else x.to(device)
-    return x, None if y is None else torch.as_tensor(y).to(device)
+    """``(x, y, mask)`` on ``device``, floating ``x`` and ``y`` (contexts) in ``dtype`` (the
+    model's)."""
+
+    def move(v: Any) -> Tensor | None:
+        if v is None:
+            return None
+        v = torch.as_tensor(v)
+        return v.to(device, dtype) if v.is_floating_point() else v.to(device)
+
+    x, y, mask = batch
+    return move(x), move(y), move(mask)

@@ -31,7 +31,7 @@ from .. import __version__
 
 __all__ = [
     "FORMAT", "gather_states", "load_checkpoint", "load_weights", "metadata", "plain",
-    "save_checkpoint",
+    "same_config", "save_checkpoint",
 ]
 
 FORMAT = "ntmdist.checkpoint"
@@ -63,6 +63,32 @@ def metadata(model: nn.Module, world_size: int = 1) -> dict[str, Any]:
     if callable(getattr(getattr(model, "schedule", None), "config", None)):
         meta["schedule"] = model.schedule.config()
     return plain(meta)
+
+
+def same_config(saved: Any, model: nn.Module) -> bool:
+    """Whether ``saved`` (a checkpoint's ``meta["model"]``) is the configuration of ``model``,
+    compared in the form the current version writes: ``saved`` is rebuilt with
+    ``type(model).from_config`` (torch's global random state untouched) and described again, so
+    that a config written by an earlier version (without keys added since, with old names)
+    matches the same model built today. A config that cannot be rebuilt matches nothing.
+
+    Example:
+        >>> import ntmdist as nd
+        >>> model = nd.NTM((2,), predictor_options={"width": 8, "depth": 1})
+        >>> old = plain(model.config())
+        >>> old["label_dropout"] = old.pop("condition_dropout")  # as earlier versions wrote it
+        >>> del old["context"], old["condition_transporter"]
+        >>> old == plain(model.config()), same_config(old, model)
+        (False, True)
+    """
+    if not isinstance(saved, dict) or not callable(getattr(model, "config", None)):
+        return False
+    try:
+        with torch.random.fork_rng(devices=[]):
+            rebuilt = type(model).from_config(saved)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return False
+    return plain(rebuilt.config()) == plain(model.config())
 
 
 def gather_states(state: Tensor, world_size: int, device: torch.device) -> Tensor:

@@ -55,12 +55,13 @@ class EarlyStopping:
     """The held-out loss, the best weights so far and the patience of a run.
 
     Arguments:
-        data: Held-out examples: a tensor ``x``, a pair ``(x, y)`` or a map-style ``Dataset``.
+        data: Held-out examples: a tensor ``x``, tensors ``(x, y)`` or ``(x, y, mask)``, or a
+            map-style ``Dataset`` with such items.
         batch_size: Examples per validation batch.
         every: Optimiser steps between validations (there is one at the last step too).
         patience: Validations without improvement before the run stops, or ``None`` to only
             record the values (then no weights are kept or restored).
-        loss: ``loss(model, x, y, generator)`` (default: ``model.loss``;
+        loss: ``loss(model, x, y, generator, mask=None)`` (default: ``model.loss``;
             :func:`ntmdist.training.objective.loss_function`).
         seed: Seed of the generator passed to the loss, the same at every validation.
     """
@@ -91,8 +92,8 @@ class EarlyStopping:
         model.eval()
         try:
             for batch in in_order(self.data, self.batch_size):
-                x, y = to_device(batch, ref.device, ref.dtype)
-                total += self.loss(model, x, y, generator).item() * len(x)
+                x, y, mask = to_device(batch, ref.device, ref.dtype)
+                total += self.loss(model, x, y, generator, mask).item() * len(x)
                 count += len(x)
         finally:
             model.train(training)

@@ -119,10 +119,14 @@ def fit(
 
     Arguments:
         model: Any module; by default its ``loss(x, y, generator=g)`` is minimised (for an
-            :class:`~ntmdist.NTM`, the trajectory NLL in nats per dimension).
-        data: A tensor ``x`` ``(N, *event)``, a pair ``(x, y)``, a map-style ``Dataset`` with
-            items ``x`` or ``(x, y)`` (batches drawn uniformly with replacement), or a callable
-            ``draw(batch_size, generator) -> x or (x, y)``.
+            :class:`~ntmdist.NTM`, the trajectory NLL in nats per dimension), with ``mask=m``
+            for data with masks.
+        data: A tensor ``x`` ``(N, *event)``, a pair ``(x, y)`` (``y`` the condition: labels,
+            context vectors or sequences), a triple ``(x, y, mask)`` (sequences and the
+            boolean masks of their real tokens), a map-style ``Dataset`` with such items
+            (batches drawn uniformly with replacement), or a callable
+            ``draw(batch_size, generator)`` returning one of them
+            (:mod:`~ntmdist.training.batches`).
         steps: Total optimiser steps (a resumed run continues up to ``steps``; resuming with
             other ``steps`` or ``warmup`` than the run that wrote the checkpoint warns, since
             the learning rate then jumps to this call's schedule).
@@ -142,7 +146,8 @@ def fit(
         progress: Show a tqdm bar (loss and it/s), on rank 0 only.
         device: Move the model there first (default: where its parameters are).
         loss_fn: ``loss_fn(model, x, y)`` returning a scalar; given ``generator=g`` too when it
-            takes a ``generator`` argument (needed for exact resume of a random loss).
+            takes a ``generator`` argument (needed for exact resume of a random loss), and
+            ``mask=m`` when the data has masks.
         callback: ``callback(step, {"loss": ..., "lr": ..., **metrics})`` after each step, rank 0.
         ddp_options: Keyword arguments for ``DistributedDataParallel``.
         aux: An auxiliary term (:mod:`ntmdist.training.objective`) added with its ``weight``
@@ -155,7 +160,7 @@ def fit(
             before clipping; AdamW's state for them starts at their first update), e.g.
             ``{"predictor.velocity": steps // 10}`` to calibrate a flow-matching NTM's scale
             head and transporter before its velocity trains.
-        validation: Held-out data (a tensor, ``(x, y)`` or a ``Dataset``): its mean loss
+        validation: Held-out data (tensors as ``data``, or a ``Dataset``): its mean loss
             (:mod:`ntmdist.training.early_stopping`) goes to ``history["validation"]`` and the
             callback (``validation``); :attr:`FitResult.best_step` is the best step.
         validate_every: Steps between validations (default: about one epoch of ``data``;
@@ -229,9 +234,10 @@ def fit(
     model.train()
     try:
         for step in range(start + 1, last + 1):
-            x, y = to_device(draw(generators.data), device, dtype)
+            x, y, mask = to_device(draw(generators.data), device, dtype)
             weight = 0.0 if aux is None else aux.weight * aux_factor(step - 1, steps)
-            value, norm, rate = update(runner(x, y, generators.loss, weight), step, ema_model)
+            value, norm, rate = update(runner(x, y, generators.loss, weight, mask), step,
+                                       ema_model)
             history["loss"].append(value)
             history["grad_norm"].append(norm)
             metrics: dict[str, Any] = {}

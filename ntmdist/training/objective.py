@@ -4,6 +4,9 @@ optional auxiliary term :math:`A` with the weight :math:`\lambda_n` of step :mat
 
 .. math:: \mathcal{L}_n = \mathcal{L}_{model} + \lambda_n A .
 
+Data with sequence masks (batches ``(x, y, mask)``) pass ``mask=`` to the loss; data without
+masks never do, so losses written for ``(x, y)`` keep working.
+
 An auxiliary term (``fit(aux=...)``) is an ``nn.Module`` with a ``weight`` :math:`\lambda \geq 0`
 (decayed by :func:`ntmdist.training.optim.aux_factor`), a context manager ``watch()`` under
 which the model's loss runs, and ``forward()`` returning the scalar :math:`A` of what it
@@ -28,29 +31,46 @@ from torch import Tensor, nn
 
 __all__ = ["LossFn", "Objective", "loss_function"]
 
-LossFn = Callable[[nn.Module, Tensor, Tensor | None, torch.Generator], Tensor]
+LossFn = Callable[..., Tensor]
+"""``loss(model, x, y, generator, mask=None)``, what :func:`loss_function` returns."""
 
 
-def _takes_generator(fn: Callable) -> bool:
+def _takes(fn: Callable, name: str) -> bool:
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(p.name == "generator" or p.kind is p.VAR_KEYWORD for p in params)
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def loss_function(loss_fn: Callable[..., Tensor] | None) -> LossFn:
-    """``loss(model, x, y, generator)``: ``model.loss(x, y, generator=generator)`` without
-    ``loss_fn``, else ``loss_fn(model, x, y)``, given ``generator=`` when it takes one."""
-    if loss_fn is None:
-        return lambda model, x, y, generator: model.loss(x, y, generator=generator)
-    if _takes_generator(loss_fn):
-        return lambda model, x, y, generator: loss_fn(model, x, y, generator=generator)
-    return lambda model, x, y, generator: loss_fn(model, x, y)
+    """``loss(model, x, y, generator, mask=None)``: ``model.loss(x, y, generator=generator)``
+    without ``loss_fn``, else ``loss_fn(model, x, y)``, given ``generator=`` when it takes one;
+    ``mask=`` is passed on only when it is not ``None``.
+
+    Raises:
+        TypeError: At a call with a mask, when ``loss_fn`` takes no ``mask`` argument.
+    """
+    generator_kw = loss_fn is None or _takes(loss_fn, "generator")
+    mask_kw = loss_fn is None or _takes(loss_fn, "mask")
+    def loss(model: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator,
+             mask: Tensor | None = None) -> Tensor:
+        kwargs: dict = {"generator": generator} if generator_kw else {}
+        if mask is not None:
+            if not mask_kw:
+                raise TypeError("the data has sequence masks, batches (x, y, mask), but loss_fn "
+                                "takes no mask= argument")
+            kwargs["mask"] = mask
+        if loss_fn is None:
+            return model.loss(x, y, **kwargs)
+        return loss_fn(model, x, y, **kwargs)
+
+    return loss
 
 
 class Objective(nn.Module):
-    """``model`` and its loss as one module, so that DDP sees the loss computation as forward.
+    """``model`` and its loss as one module, so that DDP sees the loss computation as forward
+    (called with a batch ``x``, ``y``, the loss's generator, the auxiliary weight and ``mask``).
     With an auxiliary term ``aux``, the loss runs under ``aux.watch()`` and ``aux_weight``
     times the term is added; the term's value is kept in ``self.aux_value``."""
 
@@ -65,12 +85,13 @@ class Objective(nn.Module):
         self.aux_value: Tensor | None = None
 
     def forward(
-        self, x: Tensor, y: Tensor | None, generator: torch.Generator, aux_weight: float = 0.0
+        self, x: Tensor, y: Tensor | None, generator: torch.Generator, aux_weight: float = 0.0,
+        mask: Tensor | None = None,
     ) -> Tensor:
         if self.aux is None:
-            return self.loss(self.model, x, y, generator)
+            return self.loss(self.model, x, y, generator, mask)
         with self.aux.watch():
-            loss = self.loss(self.model, x, y, generator)
+            loss = self.loss(self.model, x, y, generator, mask)
         term = self.aux()
         self.aux_value = term.detach()
         return loss + aux_weight * term

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..distill import Denoiser, denoiser_loss
 from ..flow_matching import velocity_loss
 from ..model import NTM
+from ..validation import renamed
 from .loop import FitResult, fit
 
 __all__ = ["fit_denoiser", "fit_velocity"]
@@ -25,11 +26,14 @@ __all__ = ["fit_denoiser", "fit_velocity"]
 
 def fit_velocity(
     velocity: nn.Module, data: Any, *, steps: int, batch_size: int = 256,
-    label_dropout: float = 0.0, **options: Any,
+    condition_dropout: float | None = None, label_dropout: float | None = None,
+    **options: Any,
 ) -> FitResult:
     """Train ``velocity`` in place by flow matching, with :func:`ntmdist.training.fit` (same
-    data conventions; ``options`` are its keyword arguments: ``lr``, ``ema``, ``checkpoint``,
-    ``validation``, ...).
+    data conventions, masks of sequence contexts included; ``options`` are its keyword
+    arguments: ``lr``, ``ema``, ``checkpoint``, ``validation``, ...). Each example's condition
+    is dropped with probability ``condition_dropout`` (default 0;
+    :func:`~ntmdist.flow_matching.velocity_loss`; ``label_dropout`` is its old name).
 
     Example:
         >>> from ntmdist.flow_matching import Velocity
@@ -38,7 +42,8 @@ def fit_velocity(
         >>> result.step, len(result.history["loss"])
         (5, 5)
     """
-    loss_fn = functools.partial(velocity_loss, label_dropout=label_dropout)
+    p = renamed(condition_dropout, label_dropout, "condition_dropout", "label_dropout")
+    loss_fn = functools.partial(velocity_loss, condition_dropout=p)
     return fit(velocity, data, steps=steps, batch_size=batch_size, loss_fn=loss_fn, **options)
 
 
@@ -50,10 +55,12 @@ def fit_denoiser(
 
     Arguments:
         model: A trained NTM; its parameters are frozen during the call and restored after.
-        data: Real data, with the conventions of :func:`ntmdist.training.fit`.
+        data: Real data, with the conventions of :func:`ntmdist.training.fit` (conditions and
+            masks included).
         steps, batch_size: Optimiser steps and examples per step.
         denoiser: The network to train; by default ``model.denoiser`` if there is one, else a
-            new :class:`~ntmdist.distill.Denoiser` ``(model.features, model.classes)``.
+            new :class:`~ntmdist.distill.Denoiser` with the model's condition (its classes, or
+            its context vectors or sequences, after its ``context_net``).
         options: Keyword arguments of :func:`ntmdist.training.fit` (``lr``, ``ema``, ...). Its
             checkpoints hold the denoiser only; save ``model.state_dict()`` afterwards, which
             includes ``denoiser.*``.
@@ -76,13 +83,15 @@ def fit_denoiser(
         denoiser = model.denoiser
     if denoiser is None:
         ref = next(model.parameters())
-        denoiser = Denoiser(model.features, model.classes).to(ref.device, ref.dtype)
+        denoiser = Denoiser(model.features, model.classes, context=model.context)
+        denoiser = denoiser.to(ref.device, ref.dtype)
     model.denoiser = None
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     model.requires_grad_(False)
 
-    def loss_fn(d: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator) -> Tensor:
-        return denoiser_loss(d, model, x, y, generator)
+    def loss_fn(d: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator,
+                mask: Tensor | None = None) -> Tensor:
+        return denoiser_loss(d, model, x, y, generator, mask)
 
     try:
         return fit(denoiser, data, steps=steps, batch_size=batch_size, loss_fn=loss_fn,

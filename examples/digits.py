@@ -13,7 +13,7 @@ guidance, then
 - writes ``runs/digits/metrics.json`` and the checkpoint ``runs/digits/model.pt``.
 
 The defaults (1500 steps of batch 128, one thread) trained in 1198 s while three other jobs
-shared the machine's 2 CPU cores, and reached 1.996 bits/dim (see the README); alone it is
+shared the machine's 2 CPU cores, and reached 1.996 bits/dim; alone it is
 faster. ``examples/images.py --data digits`` runs the same model with the options of a large
 run (GPU, bf16, ``torchrun``, resume).
 

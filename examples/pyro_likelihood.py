@@ -46,7 +46,7 @@ from pyro.infer import MCMC, NUTS
 import ntmdist as nd
 from ntmdist.metrics import energy_distance
 from ntmdist.schedule import kernel_coefficients
-from ntmdist.train import fit
+from ntmdist.training import fit
 
 SCALE, DF = 0.3, 5.0  # the simulator's noise: SCALE * Student-t(DF)
 

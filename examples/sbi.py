@@ -13,7 +13,7 @@ grid: the prior box is cut into 400 x 400 cells, a cell is drawn with probabilit
 to the likelihood at its centre (the prior is flat) and the sample placed uniformly in it.
 
 The NTM (the library's default for vectors, ``nd.NTM((2,), context=2)``) is trained once on
-``--simulations`` pairs :math:`(\theta, x)` by ``ntmdist.train.fit`` (the loss is
+``--simulations`` pairs :math:`(\theta, x)` by ``ntmdist.training.fit`` (the loss is
 :math:`-\log q` of forward trajectories of :math:`\theta` given :math:`x`: neural posterior
 estimation, Papamakarios & Murray 2016, arXiv 1605.06376), on standardised
 :math:`\theta` and :math:`x`; it is then *amortised*: sampling for any observation is one call,
@@ -35,7 +35,7 @@ import torch
 
 import ntmdist as nd
 from ntmdist.metrics import energy_distance
-from ntmdist.train import fit
+from ntmdist.training import fit
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)

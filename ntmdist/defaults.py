@@ -4,10 +4,10 @@ r"""Default networks of an NTM per kind of event (docs/design.md, section 5).
   order, time-embedding context, zero-initialised), the residual-MLP predictor
   (:class:`~ntmdist.predictor.MLPPredictor`, width 256, depth 4) and, with ``step_flow="auto"``
   (the default), a spline autoregressive bijector per step conditioned on 64 predictor features
-  of :math:`x_t` (docs/design.md, section 4). On the checkerboard (3000 steps, README) the per-step
-  bijector raised the fraction of samples on the support from 92.0% to 94.6% and the IWAE NLL
-  from 3.580 to 3.545 nats. It is left out with a user's predictor (whose features are unknown)
-  and with ``transporter=None`` (Gaussian steps).
+  of :math:`x_t` (docs/design.md, section 4). On the checkerboard (3000 steps,
+  docs/ablations.md) the per-step bijector raised the fraction of samples on the support from
+  92.0% to 94.6% and the IWAE NLL from 3.580 to 3.545 nats. It is left out with a user's
+  predictor (whose features are unknown) and with ``transporter=None`` (Gaussian steps).
 - Spline resolution (:func:`vector_splines`): for ``D <= 8`` 16 bins in the transporter and 16
   bins on [-3, 3] in the per-step bijector; with 8 bins on [-5, 5] in both the checkerboard
   reached 3.529 nats / 96.1% (means of 3 seeds), with the finer splines 3.513 nats / 96.7%

@@ -66,7 +66,7 @@ class NTM(Bounds, nn.Module):
         train_particles: Forward trajectories per example in :meth:`loss`. 1 (the default)
             trains on the trajectory NLL; :math:`K > 1` on the importance-weighted bound of
             level 0 (Burda et al.), which trains the marginal :math:`p(x_{t_0})` rather than the
-            trajectory, at K times the compute and memory per step (README, ablations).
+            trajectory, at K times the compute and memory per step (docs/ablations.md).
         context: ``C`` for context vectors ``y`` ``(*batch, C)``, ``(L, E)`` for sequences
             ``y`` ``(*batch, L, E)`` with an optional boolean ``mask`` ``(*batch, L)`` (True: a
             real token); exclusive with ``classes`` (:mod:`ntmdist.conditioning`).
@@ -229,13 +229,13 @@ class NTM(Bounds, nn.Module):
         ``"tweedie"`` the trajectory-Tweedie estimate of :math:`x_0` (one backward pass);
         ``"learned"`` the learned denoiser :math:`D(u_{t_0}, t_0, y)` (T predictor steps and
         :math:`D` once: no transporter inversion, no backward pass; see
-        :func:`ntmdist.distill.fit_denoiser`).
+        :func:`ntmdist.training.fit_denoiser`).
         """
         if denoise not in (None, "tweedie", "learned"):
             raise ValueError(f"denoise must be None, 'tweedie' or 'learned', got {denoise!r}")
         if denoise == "learned" and self.denoiser is None:
             raise ValueError("denoise='learned' needs a denoiser: train one with "
-                             "ntmdist.distill.fit_denoiser(model, data, steps=...)")
+                             "ntmdist.training.fit_denoiser(model, data, steps=...)")
         n = check_count(n, "n")
         condition = self.encode(y, mask)
         shape = torch.Size((n,))

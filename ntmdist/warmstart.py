@@ -38,8 +38,8 @@ def flow_matching_predictor(
     model's condition.
 
     The velocity is deep-copied and made trainable (``requires_grad_(True)``: a frozen argument,
-    e.g. :func:`ntmdist.train.fit`'s ``ema_model``, would otherwise stay frozen). A velocity that
-    has a condition (``velocity.conditioning.spec``) must have the model's.
+    e.g. :func:`ntmdist.training.fit`'s ``ema_model``, would otherwise stay frozen). A velocity
+    that has a condition (``velocity.conditioning.spec``) must have the model's.
 
     Example:
         >>> from ntmdist.flow_matching import Velocity
@@ -80,18 +80,19 @@ def from_flow_matching(
     At initialisation the NTM is the flow-matching model used as a T-step Gaussian ancestral
     sampler (:func:`ntmdist.flow_matching.ancestral`), exactly for every step with
     :math:`C \geq \sigma_{min}` (all steps when :math:`t_{min} > 0` is not tiny), for any
-    condition. Fine-tune with ``fit(model, data, steps=n, aux_weight=2.5)``. The initial
-    scale :math:`C` is far below the velocity's errors on the low-noise steps (the initial
-    loss is large); ``hold={"predictor.velocity": k}`` lets the scale head and transporter
-    calibrate for ``k`` steps before the velocity trains (the benchmarks hold it
-    ``n // 10``; see the README's digits ablations).
+    condition. Fine-tune with ``fit(model, data, steps=n, aux=MeanAlignment(model.predictor,
+    2.5))`` (:class:`ntmdist.alignment.MeanAlignment`). The initial scale :math:`C` is far
+    below the velocity's errors on the low-noise steps (the initial loss is large);
+    ``hold={"predictor.velocity": k}`` lets the scale head and transporter calibrate for ``k``
+    steps before the velocity trains (the benchmarks hold it ``n // 10``; see
+    docs/ablations.md, section 2).
 
     Arguments:
         velocity: :class:`ntmdist.flow_matching.Velocity` or any module called as
             ``velocity(x, t, y)`` with ``t`` of shape ``x.shape[:1]``; it is deep-copied,
             so fine-tuning leaves the argument unchanged, and the copy is made trainable
             (``requires_grad_(True)``) even when the argument is frozen, e.g. the
-            ``ema_model`` of :func:`ntmdist.train.fit`. Freeze
+            ``ema_model`` of :func:`ntmdist.training.fit`. Freeze
             ``model.predictor.velocity`` afterwards to fine-tune the rest only.
         schedule, transporter, transporter_options: As for :class:`~ntmdist.NTM`.
         train_T, train_particles, context_net, condition_dropout, condition_transporter:

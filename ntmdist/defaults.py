@@ -106,32 +106,27 @@ def _mlp(event_shape: torch.Size, condition: ConditionSpec, step_context: int,
                         context=condition.context, **options)
 
 
-def _unet(event_shape: torch.Size, condition: ConditionSpec, step_context: int,
-          **options: object) -> nn.Module:
-    if len(event_shape) != 3:
-        raise ValueError(f"predictor 'unet' is for images (C, H, W), got events of shape "
-                         f"{tuple(event_shape)}")
-    if step_context:
-        raise ValueError("predictor 'unet' gives no features for a per-step bijector")
-    return ImagePredictor(tuple(event_shape), condition.classes, context=condition.context,
-                          **options)
+def _image(name: str, predictor: type[nn.Module]) -> Callable[..., nn.Module]:
+    """The builder of the image predictor class ``predictor``, registered as ``name``."""
 
+    def build(event_shape: torch.Size, condition: ConditionSpec, step_context: int,
+              **options: object) -> nn.Module:
+        if len(event_shape) != 3:
+            raise ValueError(f"predictor {name!r} is for images (C, H, W), got events of shape "
+                             f"{tuple(event_shape)}")
+        if step_context:
+            raise ValueError(f"predictor {name!r} gives no features for a per-step bijector")
+        return predictor(tuple(event_shape), condition.classes, context=condition.context,
+                         **options)
 
-def _transformer(event_shape: torch.Size, condition: ConditionSpec, step_context: int,
-                 **options: object) -> nn.Module:
-    if len(event_shape) != 3:
-        raise ValueError(f"predictor 'transformer' is for images (C, H, W), got events of shape "
-                         f"{tuple(event_shape)}")
-    if step_context:
-        raise ValueError("predictor 'transformer' gives no features for a per-step bijector")
-    return TransformerPredictor(tuple(event_shape), condition.classes,
-                                context=condition.context, **options)
+    return build
 
 
 PredictorBuilder = Callable[..., nn.Module]
 
 PREDICTORS: dict[str, PredictorBuilder] = {
-    "mlp": _mlp, "unet": _unet, "transformer": _transformer,
+    "mlp": _mlp, "unet": _image("unet", ImagePredictor),
+    "transformer": _image("transformer", TransformerPredictor),
     "flow_matching": flow_matching_predictor,
 }
 """Named predictors: ``build(event_shape, condition, step_context, **predictor_options)``

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from .conditioning import Conditioning, ConditionSpec
 from .predictor import posterior_form
-from .transforms.patches import patchify, unpatchify
+from .transforms.patches import patch_grid, patchify, unpatchify
 
 __all__ = ["TransformerPredictor"]
 
@@ -158,11 +158,7 @@ class TransformerPredictor(nn.Module):
         context: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if len(image_shape) != 3:
-            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
-        c, h, w = (int(v) for v in image_shape)
-        if patch < 1 or h % patch or w % patch:
-            raise ValueError(f"patch ({patch}) must divide the height ({h}) and width ({w})")
+        c, h, w = patch_grid(image_shape, patch)
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
         self.image_shape, self.patch, self.classes = (c, h, w), patch, classes

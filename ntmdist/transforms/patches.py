@@ -21,7 +21,25 @@ from torch import Tensor
 from .base import Bijector, LazyBijector
 from .transformer import CausalTransformerAffine
 
-__all__ = ["PatchCausalAffine", "patchify", "unpatchify"]
+__all__ = ["PatchCausalAffine", "patch_grid", "patchify", "unpatchify"]
+
+
+def patch_grid(image_shape: Sequence[int], patch: int) -> tuple[int, int, int]:
+    """``(C, H, W)`` of ``image_shape``, checked to be cut into ``patch`` x ``patch`` patches.
+
+    Raises:
+        ValueError: Not three dimensions, or ``patch`` does not divide the height and width.
+
+    Example:
+        >>> patch_grid((1, 8, 8), 2)
+        (1, 8, 8)
+    """
+    if len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
+    c, h, w = (int(v) for v in image_shape)
+    if patch < 1 or h % patch or w % patch:
+        raise ValueError(f"patch ({patch}) must divide the height ({h}) and width ({w})")
+    return c, h, w
 
 
 def patchify(x: Tensor, patch: int) -> Tensor:
@@ -87,11 +105,7 @@ class PatchCausalAffine(LazyBijector):
         depth: int = 2, heads: int = 4, reverse: bool = False, scale_bound: float = 3.0,
     ) -> None:
         super().__init__()
-        if len(image_shape) != 3:
-            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
-        c, h, w = (int(v) for v in image_shape)
-        if patch < 1 or h % patch or w % patch:
-            raise ValueError(f"patch ({patch}) must divide the height ({h}) and width ({w})")
+        c, h, w = patch_grid(image_shape, patch)
         self.image_shape, self.patch = torch.Size((c, h, w)), patch
         self.tokens = CausalTransformerAffine(
             (h // patch) * (w // patch), c * patch * patch, context, width, depth, heads,

@@ -132,13 +132,12 @@ def steps(bench: Bench) -> None:
         learned = bench.denoiser(label, model) if kind == "NTM" else None
         for T in MULTI_T:
             _curve_point(bench, model, meta, label, label, T, learned)
-    if bench.args.per_T:
-        for T in MULTI_T[1:]:
-            for kind in ("NTM", "Gaussian"):
-                label = f"{kind} T={T}"
-                model, meta = bench.model(label)
-                learned = bench.denoiser(label, model) if kind == "NTM" else None
-                _curve_point(bench, model, meta, label, f"{kind} per-T", T, learned)
+    for T in bench.args.per_T:  # T = 4: main's models
+        for kind in ("NTM", "Gaussian"):
+            label = f"{kind} T={T}"
+            model, meta = bench.model(label)
+            learned = bench.denoiser(label, model) if kind == "NTM" else None
+            _curve_point(bench, model, meta, label, f"{kind} per-T", T, learned)
     for nfe in (8, 16):
         _flow_matching(bench, "steps", nfe)
     for nfe in HEUN_NFE:

@@ -39,7 +39,7 @@ row's name, so a row is the same whichever parts run. See ``benchmarks/_digits_p
   NTM T=4 sampled with ``denoise="tweedie"`` and with its learned denoiser.
 - ``steps``: the step-count curve (the paper reports FID at T = 4 / 8 / 16): the multi-T NTM and
   Gaussian chain at T = 4, 8, 16, the NTM with and without its learned denoiser; with
-  ``--per-T`` (default) separate NTMs (with denoisers) and Gaussian chains for T = 8 and 16;
+  ``--per-T`` (default 8 16) separate NTMs (with denoisers) and Gaussian chains for T = 8, 16;
   flow matching Euler at 8 and 16 steps and Heun at 4, 8, 16 and 64 evaluations.
 - ``predictors``: the transformer predictor against the U-Net (NTM T=4).
 
@@ -103,7 +103,7 @@ from _digits_bench import Bench
 from _digits_cache import ModelCache
 from _digits_curve import curve_table, diagnosis, plot
 from _digits_data import CACHE, load_classifier, split
-from _digits_parts import PARTS, run
+from _digits_parts import MULTI_T, PARTS, run
 from _digits_quality import Quality
 from _digits_tables import held_out, merge, quality_ref, tables
 from _results import read_results, write_results
@@ -157,8 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-class", type=int, default=500, help="samples per class and draw")
     parser.add_argument("--draws", type=int, default=3,
                         help="independent draws of samples per row (the spread)")
-    parser.add_argument("--per-T", action=argparse.BooleanOptionalAction, default=True,
-                        help="steps: also train separate NTMs and Gaussian chains for T = 8, 16")
+    parser.add_argument("--per-T", nargs="*", type=int, choices=MULTI_T[1:],
+                        default=list(MULTI_T[1:]), metavar="T",
+                        help="steps: also train separate NTMs and Gaussian chains for these T "
+                             "(default 8 16; none when given no value)")
+    parser.add_argument("--no-per-T", dest="per_T", action="store_const", const=[],
+                        help="steps: no separate models (the same as --per-T with no value)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")

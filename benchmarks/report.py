@@ -68,6 +68,14 @@ BENCHMARKS = (
               "the U-Net. Results of separate processes (`--parts`) print merged, with a "
               "diagnosis written from the numbers. Results written before `--parts` judged one "
               "draw against the held-out images only.", merged=True),
+    Benchmark("sbi", "sbi_*.json", "sbibm: amortised posterior estimation", "Neural "
+              "posterior estimation on five sbibm tasks with 10,000 simulations: NTM T=4 (the "
+              "library default with a context) against zuko NSF (5 transforms, hidden 64x64) "
+              "under one protocol (standardised theta and x, 10% validation split, early "
+              "stopping, the same optimiser and batch). C2ST of 5000 posterior samples against "
+              "5000 reference samples for observations 1-3 (a reduced protocol: the issue's "
+              "10,000 samples for observations 1-10 take about 5 CPU-hours here); 0.5 is "
+              "indistinguishable. One file per task, run one after another on one thread."),
     Benchmark("passes", "passes.json", "Sequential passes of the vector bijectors",
               "The vector bijectors' inverses (run by sampling) take one network pass per group "
               "of features: bits/dim of the flattened digits (D = 64) against the sampling rate "

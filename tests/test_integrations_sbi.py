@@ -97,9 +97,10 @@ def test_refuses_models_sbi_cannot_train(sbi_module):
 
 
 @pytest.mark.filterwarnings("ignore:Maximum number of epochs")  # 3 epochs: a tiny run
-def test_npe_trains_and_samples_through_sbi(sbi_module):
+def test_npe_trains_and_samples_through_sbi(sbi_module, tmp_path, monkeypatch):
     """sbi builds the estimator from the simulations, trains it with its own loop (validation
     split, early stopping), and its posterior samples and evaluates the bound."""
+    monkeypatch.chdir(tmp_path)  # sbi's default summary writer logs to ./sbi-logs
     from sbi.inference import NPE
     from sbi.utils import BoxUniform
 
